@@ -1,0 +1,7 @@
+"""``python -m faceveil``."""
+
+import sys
+
+from faceveil.cli import main
+
+sys.exit(main())

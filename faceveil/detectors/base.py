@@ -1,0 +1,62 @@
+"""The detector interface and the registry that plug-ins join."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from faceveil.errors import UsageError
+from faceveil.types import Face
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds faces in one RGB uint8 image; boxes are in that image's pixels."""
+
+    name: str
+
+    def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
+        """Return every face scoring at least ``threshold`` (the detector's default when None)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What `faceveil models` shows about a detector and how to build one."""
+
+    name: str
+    factory: Callable[..., Detector]
+    summary: str
+    weights: str
+    licence: str
+    extra: str | None = None
+
+
+_REGISTRY: dict[str, DetectorInfo] = {}
+
+
+def register(info: DetectorInfo) -> None:
+    """Make a detector available by name to the CLI, the API and presets."""
+    _REGISTRY[info.name] = info
+
+
+def registered() -> dict[str, DetectorInfo]:
+    """All known detectors by name."""
+    return dict(_REGISTRY)
+
+
+def create(name: str, threads: int | None = None) -> Detector:
+    """Build the detector called ``name`` (``a+b`` fuses several)."""
+    parts = [p.strip() for p in name.split("+") if p.strip()]
+    unknown = [p for p in parts if p not in _REGISTRY]
+    if not parts or unknown:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UsageError(f"unknown detector {name!r}: choose from {known} (or join several with '+')")
+    if len(parts) == 1:
+        return _REGISTRY[parts[0]].factory(threads=threads)
+    from faceveil.detectors.fusion import FusedDetector
+
+    return FusedDetector([_REGISTRY[p].factory(threads=threads) for p in parts])

@@ -1,0 +1,1 @@
+"""Measuring detection quality and protection against ground truth."""

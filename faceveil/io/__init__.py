@@ -1,0 +1,1 @@
+"""Reading, writing and metadata-stripping of image files, always atomically."""
