@@ -8,9 +8,13 @@ from pathlib import Path
 
 from faceveil import __version__
 from faceveil.errors import FaceveilError, UsageError
+from faceveil.plugins import add_command_modules
 from faceveil.types import Settings
 
 DEFAULTS = Settings()
+
+COMMAND_MODULES = ("faceveil.eval.cli", "faceveil.audit.cli", "faceveil.detectors.cli")
+"""Modules adding sub-commands: each has ``add_commands(subparsers)`` and sets ``handler`` on its parsers."""
 
 EPILOG = """examples:
   faceveil run photos/ -o photos-anon/                 blur every face under photos/
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--method", default="blur", choices=["blur", "pixelate", "box"])
     demo.add_argument("--detector", default="default")
+    add_command_modules(sub, COMMAND_MODULES)
     return parser
 
 
@@ -123,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "handler"):
+            return args.handler(args)
         if args.command == "demo":
             from faceveil.demo import run_demo
 
