@@ -22,6 +22,16 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two spellings (``in/a.jpg``, ``in/../in/a.jpg``) name the same file."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _glob_base(pattern: str) -> Path:
     """The folder part of a glob pattern before its first wildcard."""
     parts = Path(pattern).parts
@@ -58,7 +68,7 @@ def resolve_inputs(args: list[str], out: Path) -> list[InputFile]:
                 raise UsageError(f"the input {root} is inside the output folder {out}: choose another")
             for source, relative in _files_of(root, is_dir, base):
                 previous = found.get(relative)
-                if previous is not None and previous.source != source:
+                if previous is not None and not _same_file(previous.source, source):
                     raise UsageError(
                         f"{previous.source} and {source} would both be written to {out / relative}"
                     )

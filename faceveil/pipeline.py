@@ -7,10 +7,14 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +29,8 @@ from faceveil.types import Settings
 Mode = Literal["run", "detect"]
 STATE_DIR = ".faceveil"
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+# The hidden temp files of faceveil.io.atomic: ".<name>.<12 hex>.tmp<suffix>".
+_STALE_TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^./]*)?$")
 
 
 @dataclass
@@ -69,6 +75,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_settings(settings: Settings) -> None:
+    """Refuse unknown detector or method names before any work."""
+    from faceveil import detectors, methods
+
+    known = detectors.registered()
+    parts = [p.strip() for p in settings.detector.split("+")]
+    unknown = [p for p in parts if p not in known]
+    if unknown or not all(parts):
+        choices = ", ".join(sorted(known))
+        raise UsageError(f"unknown detector {settings.detector!r}: choose from {choices} (or join with '+')")
+    if settings.method not in methods.registered():
+        raise UsageError(f"unknown method {settings.method!r}: choose from {', '.join(methods.registered())}")
+
+
 def check_writable(out: Path) -> None:
     """Create OUT and its state folder, or fail before any work with a plain reason."""
     if out.exists() and not out.is_dir():
@@ -82,12 +102,39 @@ def check_writable(out: Path) -> None:
         raise UsageError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from exc
 
 
+def remove_stale_temps(out: Path, relatives: Iterable[str]) -> int:
+    """Delete the temp files a killed run left beside its outputs; returns how many.
+
+    Only the folders this run writes to are looked at, and only names that atomic writes use
+    (so two runs must not write into the same OUT at once, which the journal does not allow either).
+    """
+    removed = 0
+    for folder in sorted({(out / rel).parent for rel in relatives} | {out}):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / name
+            if _STALE_TEMP.match(name) and path.is_file() and not path.is_symlink():
+                try:
+                    path.unlink()
+                except OSError:
+                    continue
+                removed += 1
+    return removed
+
+
 class Worker:
     """Processes single inputs; one per process, holding its models for the whole run."""
 
     def __init__(self, settings: Settings, out: Path, mode: Mode, threads: int | None) -> None:
+        from PIL import Image
+
         from faceveil.anonymizer import Anonymizer
 
+        # Our own limit is checked from the header before decoding; Pillow's must not be the tighter one.
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_pixels)
         self.settings = settings
         self.out = out
         self.mode = mode
@@ -139,15 +186,21 @@ def _copy(source: Path, dest: Path) -> str:
 
 
 _worker: Worker | None = None
+_worker_error: str | None = None
 
 
 def _init_worker(settings: Settings, out: Path, mode: Mode) -> None:
-    global _worker
-    _worker = Worker(settings, out, mode, threads=1)
+    """Load the models in a pool process; a failure is kept and raised by the first task as a usage error."""
+    global _worker, _worker_error
+    try:
+        _worker = Worker(settings, out, mode, threads=1)
+    except FaceveilError as exc:
+        _worker_error = str(exc)
 
 
 def _work(task: Task) -> Entry:
-    assert _worker is not None
+    if _worker is None:
+        raise UsageError(_worker_error or "the worker process could not start")
     return _worker(task)
 
 
@@ -209,10 +262,12 @@ def run(
     """Process every input into ``out``; returns the summary. Raises UsageError before any work."""
     started = time.perf_counter()
     out = Path(out)
+    check_settings(settings)
     files = resolve_inputs(inputs, out)
     if not files:
         raise UsageError("no input files found")
     check_writable(out)
+    remove_stale_temps(out, [f.relative for f in files])
     summary = Summary(files=len(files))
     print_fp = fingerprint(settings, mode)
     with Journal(out) as journal:
@@ -239,7 +294,12 @@ def run(
 def _execute(
     tasks: list[Task], settings: Settings, out: Path, mode: Mode, jobs: int | None
 ) -> Iterator[Entry]:
-    """Results as they finish: in this process for tiny runs, else in a pool of worker processes."""
+    """Results as they finish: in this process for tiny runs, else in a pool of worker processes.
+
+    A worker that dies (out of memory, a crash in native code) does not hang or end the run: the inputs it
+    may have been holding are retried one by one in a fresh process, and the one that kills it again is
+    recorded as failed.
+    """
     if not tasks:
         return
     jobs = jobs or len(os.sched_getaffinity(0))
@@ -248,16 +308,53 @@ def _execute(
         for task in tasks:
             yield worker(task)
         return
-    Worker(
-        settings, out, mode, threads=1
-    )  # load the models once here: a bad setup fails before the pool starts
+    initargs = (settings, out, mode)
+    queue = list(tasks)
+    while queue:
+        suspects, queue = yield from _pooled(queue, min(jobs, len(queue)), initargs)
+        for task in suspects:
+            again, _ = yield from _pooled([task], 1, initargs)
+            if again:
+                fp = fingerprint(settings, mode)
+                reason = "the worker process died on this file (out of memory or a crash in a decoder)"
+                if mode == "run":
+                    (out / task.relative).unlink(missing_ok=True)
+                yield Entry(task.relative, task.source, "error", "image", task.sha256, fp, error=reason)
+
+
+def _pooled(
+    tasks: list[Task], workers: int, initargs: tuple
+) -> Generator[Entry, None, tuple[list[Task], list[Task]]]:
+    """Run ``tasks`` in a pool, yielding entries; returns (in flight when a worker died, not yet started)."""
     context = mp.get_context("spawn")
-    pool = context.Pool(min(jobs, len(tasks)), initializer=_init_worker, initargs=(settings, out, mode))
+    executor = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=initargs)
+    waiting = iter(tasks)
+    running: dict[Future, Task] = {}
     try:
-        yield from pool.imap_unordered(_work, tasks, chunksize=1)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+        for task in islice(waiting, 2 * workers):
+            running[executor.submit(_work, task)] = task
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                entry = future.result()
+                del running[future]
+                yield entry
+                task = next(waiting, None)
+                if task is not None:
+                    running[executor.submit(_work, task)] = task
+        return [], []
+    except BrokenProcessPool:
+        return list(running.values()), list(waiting)
     finally:
-        pool.join()
+        _stop(executor)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Shut a pool down at once, killing workers that are still busy."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()

@@ -33,6 +33,7 @@ def register(name: str, factory: Callable[[], Method]) -> None:
 
 def registered() -> list[str]:
     """Names of all methods."""
+    _load_builtins()
     return sorted(_REGISTRY)
 
 

@@ -1,0 +1,44 @@
+"""The worker pool survives a worker that dies mid-run: nothing hangs, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from faceveil.pipeline import run
+from faceveil.types import Settings
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_every_input_finishes(shared_data: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = sorted((shared_data / "dlib-faces-coco" / "images").glob("*.jpg"))
+    for i in range(3):
+        for photo in photos:
+            shutil.copy(photo, src / f"{i}_{photo.name}")
+    killed: list[int] = []
+
+    def kill_one_worker(entry: object) -> None:
+        if killed:
+            return
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+            killed.append(child.pid)
+            return
+
+    summary = run([str(src)], tmp_path / "out", Settings(detector="yunet"), jobs=2, on_result=kill_one_worker)
+
+    assert killed, "no worker process was found to kill"
+    assert summary.failed == 0
+    assert summary.done == len(photos) * 3
+    lines = [json.loads(x) for x in (tmp_path / "out" / "faces.jsonl").read_text().splitlines()]
+    assert [x["path"] for x in lines] == sorted(p.name for p in src.iterdir())
+    assert all(x["status"] == "ok" for x in lines)
+    assert all((tmp_path / "out" / x["path"]).is_file() for x in lines)
