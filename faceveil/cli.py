@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector",
         default="default",
-        help="face detector: default, yunet, centerface, or several joined with '+' (default: default)",
+        help="face detector (see 'faceveil models'); join several with '+' to fuse them (default: default)",
+    )
+    p.add_argument(
+        "--allow-cloud",
+        action="store_true",
+        help="allow cloud detectors (rekognition, gcv) to send images to their service (see docs/cloud.md)",
     )
     p.add_argument("-j", "--jobs", type=int, default=None, help="worker processes (default: every core)")
     p.add_argument(
@@ -156,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be 1 or more")
     if args.max_pixels < 1:
         raise UsageError("--max-pixels must be 1 or more")
+    if args.allow_cloud:
+        os.environ["FACEVEIL_ALLOW_CLOUD"] = "1"
     mode = args.command
     if mode == "detect":
         if not 0.0 <= args.min_score <= 1.0:
