@@ -60,9 +60,15 @@ class ProtectionTally:
         width: int,
         height: int,
         min_coverage: float = 0.8,
+        cov: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Count one image; returns the coverage of each ground-truth face."""
-        cov = coverage(gt_boxes, hidden, width, height)
+        """Count one image; returns the coverage of each ground-truth face.
+
+        ``cov`` may pass coverage already computed by :func:`coverage` for the same regions (to count
+        one image in several sets without rasterizing its regions again).
+        """
+        if cov is None:
+            cov = coverage(gt_boxes, hidden, width, height)
         counted = ~ignore
         ok = cov >= min_coverage
         self.faces += int(counted.sum())
