@@ -22,6 +22,9 @@ EPILOG = """examples:
   faceveil run 'shots/**/*.jpg' -o out/ --method pixelate
   faceveil detect photos/ -o detections/ --min-score 0.2
   faceveil demo                                        before/after on a sample picture
+  faceveil audit photos-anon/ --originals photos/      residual faces and re-identification
+  faceveil eval detection --dataset wider-val/         AP, recall, precision, protected
+  faceveil models                                      every detector, installed or not
 
 exit codes: 0 all inputs done, 1 some inputs failed, 2 usage error, 130 interrupted (re-run to resume)"""
 
