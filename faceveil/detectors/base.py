@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +35,37 @@ class DetectorInfo:
     weights: str
     licence: str
     extra: str | None = None
+    requires: tuple[str, ...] | None = None
+    """What must be installed: ``module`` or ``module:relative/file`` (None: not declared)."""
+
+    def missing(self) -> list[str]:
+        """The entries of ``requires`` not installed (checked without importing or loading anything)."""
+        return [req for req in self.requires or () if not requirement_present(req)]
+
+    def available(self) -> bool | None:
+        """Whether everything it needs is installed (None when its requirements are not declared)."""
+        if self.requires is None:
+            return None
+        return not self.missing()
+
+
+def requirement_present(requirement: str) -> bool:
+    """Whether ``module`` (or the file ``module:relative/path`` inside it) is installed, without importing it.
+
+    A dotted name imports its parents (``cv2.data`` imports ``cv2``); top-level names import nothing.
+    """
+    module, _, relative = requirement.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if not relative:
+        return True
+    if not spec.submodule_search_locations:
+        return False
+    return any((Path(loc) / relative).is_file() for loc in spec.submodule_search_locations)
 
 
 _REGISTRY: dict[str, DetectorInfo] = {}

