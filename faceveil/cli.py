@@ -10,6 +10,7 @@ from pathlib import Path
 from faceveil import __version__
 from faceveil.errors import FaceveilError, UsageError
 from faceveil.plugins import add_command_modules
+from faceveil.progress import Progress
 from faceveil.types import Settings
 
 DEFAULTS = Settings()
@@ -189,35 +190,13 @@ def _run(args: argparse.Namespace) -> int:
             strip_metadata=not args.keep_metadata,
             max_pixels=args.max_pixels,
         )
-    bar = _Progress(enabled=not args.quiet)
+    bar = Progress(label="faceveil", enabled=not args.quiet)
     try:
         summary = run(args.inputs, args.output, settings, mode, args.jobs, bar.start, bar.update)
     finally:
         bar.close()
     _print_summary(summary, args.output)
     return summary.exit_code
-
-
-class _Progress:
-    """A tqdm bar on stderr with rate and ETA (silent when disabled or not needed)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-
-    def start(self, total: int) -> None:
-        if self.enabled and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="img", desc="faceveil", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, entry: object) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _print_summary(summary: object, out: Path) -> None:

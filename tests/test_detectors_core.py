@@ -9,8 +9,9 @@ from PIL import Image
 
 import faceveil
 from faceveil import detectors
-from faceveil.detectors.fusion import FusedDetector, fuse_faces, iou_one_to_many
+from faceveil.detectors.fusion import FusedDetector, fuse_faces
 from faceveil.errors import UsageError
+from faceveil.eval.metrics import iou_matrix
 from faceveil.methods.regions import union_mask
 from faceveil.types import Face, HiddenFace
 
@@ -19,7 +20,7 @@ ASTRONAUT_FACE = (178.0, 58.0, 92.0, 119.0)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    return float(iou_one_to_many(np.asarray(a, np.float64), np.asarray([b], np.float64))[0])
+    return float(iou_matrix(np.asarray([a], np.float64), np.asarray([b], np.float64))[0, 0])
 
 
 def matches(faces: list[Face], box: tuple[float, ...], min_iou: float = 0.5) -> list[Face]:

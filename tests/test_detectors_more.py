@@ -17,8 +17,8 @@ import pytest
 from faceveil import detectors
 from faceveil.cli import main
 from faceveil.detectors import base
-from faceveil.detectors.fusion import iou_one_to_many
 from faceveil.errors import InputError, MissingExtraError
+from faceveil.eval.metrics import iou_matrix
 
 PLUGINS = ("haar", "ssd", "dlib-hog", "dlib-cnn", "mtcnn", "retinaface", "blazeface")
 ASTRONAUT_FACE = np.array([178.0, 60.0, 92.0, 117.0])
@@ -68,7 +68,8 @@ def package_file(package: str, relative: str) -> Path:
 def best_iou(faces, box: np.ndarray = ASTRONAUT_FACE) -> float:
     if not faces:
         return 0.0
-    return float(iou_one_to_many(box, np.asarray([f.bbox for f in faces], np.float64)).max())
+    found = np.asarray([f.bbox for f in faces], np.float64)
+    return float(iou_matrix(np.asarray([box], np.float64), found).max())
 
 
 # --- every plug-in: finds the astronaut, nothing on a blank image, scores in [0, 1] ----------------------

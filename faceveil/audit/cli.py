@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from faceveil.errors import FaceveilError, UsageError
+from faceveil.progress import Progress
 
 DESCRIPTION = """Check an anonymized folder before it is released.
 
@@ -124,7 +124,7 @@ def handle(args: argparse.Namespace) -> int:
     for option, path in (("--json", args.json), ("--report", args.report)):
         if path is not None and path.is_dir():
             raise UsageError(f"{option} {path} is a folder: give a file name")
-    bar = _Progress(enabled=not args.quiet)
+    bar = Progress(label="audit", enabled=not args.quiet)
     try:
         result = run_audit(options, bar.start, bar.update)
     except UsageError:
@@ -260,25 +260,3 @@ def render_report(figures: dict[str, Any], max_listed: int | None = None) -> str
     else:
         lines.append("**PASS**: no limit exceeded")
     return "\n".join(lines) + "\n"
-
-
-class _Progress:
-    """A tqdm bar on stderr (silent when disabled or when there is nothing to do)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def start(self, total: int) -> None:
-        if self.enabled and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="img", desc="audit", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, result: object) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
