@@ -71,4 +71,6 @@ register(
     )
 )
 
+from faceveil.detectors import verify  # noqa: E402, F401  (registers default-verified and its variants)
+
 __all__ = ["Detector", "DetectorInfo", "FusedDetector", "create", "register", "registered"]
