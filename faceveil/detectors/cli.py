@@ -16,7 +16,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="list the face detectors, whether each is installed, and its weights and licence",
         description="List every registered face detector: installed or not (checked without loading any "
         "model), the pip install that adds it, where its weights come from and their licence. Use a name "
-        "with --detector (join several with '+').",
+        "with --detector (join several with '+', add '@flip,2x' for test-time augmentation); presets "
+        "(marked *) also with --preset.",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
     parser.set_defaults(handler=run_models)
@@ -33,6 +34,7 @@ def describe(info: DetectorInfo) -> dict[str, object]:
         "weights": info.weights,
         "licence": info.licence,
         "summary": info.summary,
+        "preset": info.preset,
     }
 
 
@@ -48,7 +50,7 @@ def run_models(args: argparse.Namespace) -> int:
         installed = {True: "yes", False: "NO", None: "?"}[row["installed"]]  # type: ignore[index]
         table.append(
             (
-                str(row["name"]),
+                str(row["name"]) + (" *" if row["preset"] else ""),
                 installed,
                 str(row["install"] or "(core dependency)"),
                 str(row["weights"]),

@@ -5,11 +5,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faceveil.detectors.base import Detector
+from faceveil.detectors.base import Detector, upscale_factor
 from faceveil.types import Face
 
 MIRRORED_LANDMARKS = (1, 0, 2, 4, 3)
 """Index of each landmark's partner after a horizontal flip (eyes and mouth corners swap)."""
+
+
+def augmented(detector: Detector, augment: tuple[str, ...]) -> Detector:
+    """``detector`` fused with its augmented runs: ``flip`` (mirrored) and ``<f>x`` (upscaled tiles)."""
+    from faceveil.detectors.fusion import FusedDetector
+
+    runs: list[Detector] = [detector]
+    for token in augment:
+        factor = upscale_factor(token)
+        runs.append(Mirrored(detector) if factor is None else Upscaled(detector, factor=factor))
+    return FusedDetector(runs, name=f"{detector.name}@{','.join(augment)}")
 
 
 class Upscaled:
@@ -24,6 +35,11 @@ class Upscaled:
         self.tile = tile
         self.overlap = overlap
         self.name = detector.name
+
+    @property
+    def threshold(self) -> float | None:
+        """The wrapped detector's own threshold."""
+        return getattr(self.detector, "threshold", None)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in original pixels; a face comes from the one tile whose core holds its centre."""
@@ -61,6 +77,11 @@ class Mirrored:
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
         self.name = detector.name
+
+    @property
+    def threshold(self) -> float | None:
+        """The wrapped detector's own threshold."""
+        return getattr(self.detector, "threshold", None)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in the original image's pixels."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from faceveil.detectors.options import add_detector_arguments, detector_spec
 from faceveil.errors import UsageError
 
 EPILOG = """examples:
@@ -31,11 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="annotated face set")
-    p.add_argument(
-        "--detector",
-        default="default",
-        help="face detector: default, yunet, centerface, or several joined with '+' (default: default)",
-    )
+    add_detector_arguments(p, default="default")
     p.add_argument(
         "--threshold",
         type=float,
@@ -90,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if dataset.format == "wider" and find_wider_mats(dataset.root) is not None:
         _check_extra("scipy")  # for the official-evaluation check
     sets = list(dataset.sets) if args.difficulty == ALL else [args.difficulty]
-    settings = DetectSettings(args.detector, args.threshold, args.shape, args.margin)
+    settings = DetectSettings(detector_spec(args) or "default", args.threshold, args.shape, args.margin)
     out = args.out or Path(f"eval-detection-{dataset.root.resolve().name}")
     bar = _Bar(enabled=not args.quiet)
     try:

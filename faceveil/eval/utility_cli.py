@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from faceveil.detectors.options import add_detector_arguments, detector_spec
 from faceveil.errors import FaceveilError, UsageError
 from faceveil.types import Settings
 
@@ -49,9 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="folder of anonymized copies laid out like --images (e.g. `faceveil run` output; its "
         "faces.jsonl gives the faces hidden)",
     )
-    side.add_argument(
-        "--detector", default=None, help="face detector, as for `faceveil run` (default: default)"
-    )
+    add_detector_arguments(side, default=None)
     side.add_argument("--method", default=None, help="blur, pixelate or box (default: blur)")
     side.add_argument(
         "--threshold", type=float, default=None, help="detection threshold (default: each detector's own)"
@@ -126,7 +125,7 @@ def run_utility(args: argparse.Namespace) -> int:
         from faceveil.anonymizer import Anonymizer
 
         anonymizer = Anonymizer(
-            detector=args.detector or DEFAULTS.detector,
+            detector=detector_spec(args) or DEFAULTS.detector,
             method=args.method or DEFAULTS.method,
             shape=args.shape or DEFAULTS.shape,
             margin=DEFAULTS.margin if args.margin is None else args.margin,
@@ -165,7 +164,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.anonymized is not None:
         given = [
             f"--{name}"
-            for name in ("detector", "method", "threshold", "shape", "margin")
+            for name in ("detector", "preset", "tta", "method", "threshold", "shape", "margin")
             if getattr(args, name) is not None
         ]
         if given:
