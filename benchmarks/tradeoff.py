@@ -14,7 +14,8 @@ Usage::
 
 ``thresholds`` sweeps the registered detectors over thresholds (blur, ellipse, margin 0.35);
 ``geometry`` sweeps method, shape and margin at the default detector; ``candidates`` measures the
-verified detectors of :mod:`faceveil.detectors.verify` at the settings that came closest. Detections are
+presets ``default`` and ``balanced`` (:mod:`faceveil.detectors.verify`) and plain YuNet at three
+thresholds with blur and pixelate (the grid behind the choice recorded in BENCHMARKS.md). Detections are
 cached (``$FACEVEIL_CACHE``), so a second grid on the same data runs no face detector again.
 """
 
@@ -50,11 +51,11 @@ GRIDS = {
         "margins": [0.0, 0.1, 0.2, 0.35],
     },
     "candidates": {
-        "detectors": ["default", "default-verified", "default-verified-strict"],
-        "thresholds": [None, 0.5],
-        "methods": ["blur"],
-        "shapes": ["ellipse", "box"],
-        "margins": [0.1, 0.35],
+        "detectors": ["default", "balanced", "yunet"],
+        "thresholds": [None, 0.5, 0.7],
+        "methods": ["blur", "pixelate"],
+        "shapes": ["ellipse"],
+        "margins": [0.35],
     },
 }
 

@@ -375,12 +375,13 @@ def test_verified_keeps_small_and_confirmed_faces(astronaut: np.ndarray) -> None
     assert strict.detect(astronaut) == [tiny]
 
 
-def test_verified_presets_are_registered_and_cache_through_the_sweep(astronaut: np.ndarray) -> None:
+def test_balanced_preset_is_registered_and_caches_through_the_sweep(astronaut: np.ndarray) -> None:
     from faceveil import detectors
 
-    info = detectors.registered()["default-verified"]
+    info = detectors.registered()["balanced"]
+    assert info.preset
     assert info.available() is True
-    detector = detectors.create("default-verified", threads=1)
+    detector = detectors.create("balanced", threads=1)
     sweep = SweepDetector(detector, DetectionCache(None))
     for threshold in (None, 0.5, 0.9):
         assert sweep.detect(astronaut, threshold) == detector.detect(astronaut, threshold)

@@ -81,7 +81,7 @@ register(
     )
 )
 
-from faceveil.detectors import verify  # noqa: E402, F401  (registers default-verified and its variants)
+from faceveil.detectors import verify  # noqa: E402, F401  (registers the balanced preset)
 
 __all__ = [
     "Detector",

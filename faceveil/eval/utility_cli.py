@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="top-1/top-5 of an ImageNet classifier on originals vs anonymized copies",
         description="Classify the originals and their anonymized copies (an existing folder, or made in "
         "memory with the given settings; no files are written) and report top-1/top-5 on both, the "
-        "drop with a paired-bootstrap 95 %% interval and McNemar's test, the share of images touched "
+        "drop with a paired-bootstrap 95 % interval and McNemar's test, the share of images touched "
         "and the classes that lose most.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
