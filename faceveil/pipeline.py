@@ -325,21 +325,24 @@ def _pooled(
     executor = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=initargs)
     waiting = iter(tasks)
     running: dict[Future, Task] = {}
+    held: Task | None = None  # taken from ``waiting`` and not submitted yet: a broken pool must not lose it
     try:
-        for task in islice(waiting, 2 * workers):
-            running[executor.submit(_work, task)] = task
+        for held in islice(waiting, 2 * workers):
+            running[executor.submit(_work, held)] = held
+        held = None
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 entry = future.result()
                 del running[future]
                 yield entry
-                task = next(waiting, None)
-                if task is not None:
-                    running[executor.submit(_work, task)] = task
+                held = next(waiting, None)
+                if held is not None:
+                    running[executor.submit(_work, held)] = held
+                    held = None
         return [], []
     except BrokenProcessPool:
-        return list(running.values()), list(waiting)
+        return list(running.values()), ([held] if held is not None else []) + list(waiting)
     finally:
         _stop(executor)
 
