@@ -4,7 +4,8 @@ For each face set the detector's faces are hidden in memory (ellipse, margin 0.3
 with each method, and every face at least 32 px tall is embedded before and after with the same
 alignment, as ``faceveil audit`` does. Two controls carry no identity by construction:
 
-- ``shuffle-blur``: the region's pixels shuffled, then blurred (its colours, none of its layout);
+- ``shuffle-blur``: the region's pixels shuffled, then blurred (its colours, none of its layout): the
+  control ``faceveil audit`` reports as ``control_share``;
 - ``shuffle-mosaic``: the 8 x 8 mosaic with its cells shuffled (pixelate's look, none of the layout).
 
 A face whose original still "matches" a control is one SFace cannot tell from a colour patch, so the
@@ -22,41 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from faceveil import detectors, methods
-from faceveil.audit.reid import COSINE_THRESHOLD, SFace, estimate_landmarks, face_row
+from faceveil.audit.reid import COSINE_THRESHOLD, SFace, estimate_landmarks, face_row, identity_free
 from faceveil.eval.datasets import load_dataset
 from faceveil.eval.metrics import iou_matrix
 from faceveil.io.image import read_picture
-from faceveil.methods.base import RegionMethod
-from faceveil.methods.blur import Blur
 from faceveil.methods.pixelate import Pixelate
 from faceveil.methods.regions import region_for
+from faceveil.types import Region
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("wider-val-parade", "facemask-voc", "dlib-faces-coco")
 MIN_FACE = 32.0
 SHAPE, MARGIN = "ellipse", 0.35
-
-
-def _rng(roi: np.ndarray) -> np.random.Generator:
-    return np.random.default_rng(roi.shape[0] * 7919 + roi.shape[1])
-
-
-class ShuffleBlur(Blur):
-    """Control: the region's pixels in random order, blurred (sigma 0.1 x size)."""
-
-    def __init__(self) -> None:
-        super().__init__(strength=0.1)
-
-    def transform(self, roi: np.ndarray, size: float) -> np.ndarray:
-        flat = roi.reshape(-1, roi.shape[-1]).copy()
-        _rng(roi).shuffle(flat)
-        return super().transform(flat.reshape(roi.shape), size)
 
 
 class ShuffleMosaic(Pixelate):
@@ -69,18 +55,30 @@ class ShuffleMosaic(Pixelate):
             roi, (max(1, round(w / cell)), max(1, round(h / cell))), interpolation=cv2.INTER_AREA
         )
         flat = small.reshape(-1, small.shape[-1]).copy()
-        _rng(roi).shuffle(flat)
+        np.random.default_rng(roi.shape[0] * 7919 + roi.shape[1]).shuffle(flat)
         return cv2.resize(flat.reshape(small.shape), (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def method_table() -> dict[str, RegionMethod]:
-    """The methods measured: faceveil's own and the two controls."""
+Hide = Callable[[np.ndarray, Sequence[Region]], np.ndarray]
+
+
+def _with(method: Any) -> Hide:
+    def hide(rgb: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
+        out = rgb.copy()
+        method.apply(out, regions)
+        return out
+
+    return hide
+
+
+def method_table() -> dict[str, Hide]:
+    """The methods measured: faceveil's own and the two controls (the audit's, and a mosaic one)."""
     return {
-        "blur": methods.create("blur"),  # type: ignore[dict-item]
-        "pixelate": methods.create("pixelate"),  # type: ignore[dict-item]
-        "box": methods.create("box"),  # type: ignore[dict-item]
-        "shuffle-blur": ShuffleBlur(),
-        "shuffle-mosaic": ShuffleMosaic(),
+        "blur": _with(methods.create("blur")),
+        "pixelate": _with(methods.create("pixelate")),
+        "box": _with(methods.create("box")),
+        "shuffle-blur": identity_free,
+        "shuffle-mosaic": _with(ShuffleMosaic()),
     }
 
 
@@ -114,9 +112,8 @@ def main() -> int:
             annotated.extend(bool(v >= 0.5) for v in best)
             height, width = rgb.shape[:2]
             regions = [region_for(f, SHAPE, MARGIN, width, height) for f in faces]
-            for label, method in table.items():
-                hidden = rgb.copy()
-                method.apply(hidden, regions)
+            for label, hide in table.items():
+                hidden = hide(rgb, regions)
                 after = sface.embed([sface.align(cv2.cvtColor(hidden, cv2.COLOR_RGB2BGR), r) for r in rows])
                 cosines[label].extend((before * after).sum(axis=1).tolist())
         real = np.asarray(annotated, bool)

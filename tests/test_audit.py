@@ -69,8 +69,8 @@ def test_height_bins_and_summary() -> None:
     rows = [
         reid.FaceReid("a.jpg", 0, 10, 0.9, "record", identified=True),
         reid.FaceReid("a.jpg", 1, 40, 0.1, "record"),
-        reid.FaceReid("b.jpg", 0, 80, 0.5, "yunet"),
-        reid.FaceReid("b.jpg", 1, 80, 0.2, "estimated"),
+        reid.FaceReid("b.jpg", 0, 80, 0.5, "yunet", control_cosine=0.4),
+        reid.FaceReid("b.jpg", 1, 80, 0.2, "estimated", control_cosine=0.1),
     ]
     s = reid.summarize(rows, min_face=32)
     assert s["all"] == {
@@ -79,12 +79,15 @@ def test_height_bins_and_summary() -> None:
         "share": 0.5,
         "identified": 1,
         "identified_share": 0.25,
+        "control_matched": 1,
+        "control_share": 0.5,
         "mean_cosine": 0.425,
         "max_cosine": 0.9,
     }
     assert (s["min_face"]["faces"], s["min_face"]["matched"]) == (3, 1)
     assert s["by_height"]["<16"]["matched"] == 1
     assert s["by_height"]["16-32"]["share"] is None
+    assert s["by_height"]["<16"]["control_share"] is None  # no control measured for that face
     assert s["landmarks"] == {"record": 2, "yunet": 1, "estimated": 1}
 
 
@@ -152,6 +155,22 @@ def test_identical_original_gives_cosine_one(astronaut: np.ndarray, sface: reid.
     blurred = cv2.GaussianBlur(bgr, (0, 0), 12)
     a, c = sface.embed([sface.align(bgr, row), sface.align(blurred, row)])
     assert a @ c < reid.COSINE_THRESHOLD
+
+
+def test_identity_free_control_keeps_colours_not_layout(astronaut: np.ndarray, sface: reid.SFace) -> None:
+    from faceveil.methods.regions import region_for, union_mask
+
+    row, face = _astronaut_row(astronaut)
+    region = region_for(face, "ellipse", 0.35, astronaut.shape[1], astronaut.shape[0])
+    control = reid.identity_free(astronaut, [region])
+    inside = union_mask([region], astronaut.shape[1], astronaut.shape[0]) > 0
+    assert np.array_equal(control[~inside], astronaut[~inside])  # nothing outside the region moves
+    assert (control[inside] != astronaut[inside]).any(axis=1).mean() > 0.9
+    assert np.abs(control[inside].mean(0) - astronaut[inside].mean(0)).max() < 8  # same colours on average
+    assert np.array_equal(control, reid.identity_free(astronaut, [region]))  # deterministic
+    bgr = [cv2.cvtColor(x, cv2.COLOR_RGB2BGR) for x in (astronaut, control)]
+    a, c = sface.embed([sface.align(image, row) for image in bgr])
+    assert a @ c < reid.COSINE_THRESHOLD  # a sharp, large face: the control does not pass for it
 
 
 def test_sface_matches_opencv_feature(astronaut: np.ndarray, sface: reid.SFace) -> None:
@@ -282,6 +301,7 @@ def test_default_methods_are_not_reidentifiable(
     assert figures["files"]["audited"] == 9
     assert figures["reid"]["min_face"]["faces"] >= 30
     assert figures["reid"]["min_face"]["share"] <= 0.01
+    assert figures["reid"]["min_face"]["control_share"] <= 0.01  # sharp faces: the floor is near 0
     assert code == 0 and figures["exit_code"] == 0 and figures["exceeded"] == []
     assert figures["residual"]["independent"]
     assert figures["residual"]["detector"] not in figures["run"]["detector_members"]
@@ -311,6 +331,7 @@ def test_weak_anonymization_is_caught(
     # each of the 7 faces of the untouched file still matches its original
     weak = [m for m in figures["reid"]["matched_faces"] if m["path"] == WEAK_FILE]
     assert len(weak) == 7 and all(m["cosine"] > 0.99 for m in weak)
+    assert figures["reid"]["min_face"]["share"] > figures["reid"]["min_face"]["control_share"]
     # and the residual detector lists the file, with faces inside the (unapplied) regions
     listed = {f["path"]: f["finds"] for f in figures["residual"]["files"]}
     assert WEAK_FILE in listed

@@ -333,12 +333,12 @@ class AuditWorker:
         import cv2
         import numpy as np
 
-        from faceveil.audit.reid import FaceReid, face_row
+        from faceveil.audit.reid import FaceReid, face_row, identity_free
 
         if not task.faces:
             return [], np.zeros((0, 2, 128), np.float32)
-        bgr0 = cv2.cvtColor(original, cv2.COLOR_RGB2BGR)
-        bgr1 = cv2.cvtColor(anonymized, cv2.COLOR_RGB2BGR)
+        control = identity_free(original, [_record_region(face) for face in task.faces])
+        bgr = [cv2.cvtColor(image, cv2.COLOR_RGB2BGR) for image in (original, anonymized, control)]
         crops, rows = [], []
         for i, face in enumerate(task.faces):
             landmarks, source = face.get("landmarks"), "record"
@@ -346,15 +346,33 @@ class AuditWorker:
                 landmarks, source = self.landmarker(original, face["bbox"])
             score = float(face.get("score", 1.0))
             row = face_row(face["bbox"], landmarks, score)
-            crops += [self.sface.align(bgr0, row), self.sface.align(bgr1, row)]
+            crops += [self.sface.align(image, row) for image in bgr]
             rows.append(
                 FaceReid(
                     task.path, i, float(face["bbox"][3]), 0.0, source, score, str(face.get("detector", ""))
                 )
             )
-        feats = self.sface.embed(crops).reshape(len(rows), 2, -1)
-        rows = [replace(r, cosine=float(feats[k, 0] @ feats[k, 1])) for k, r in enumerate(rows)]
-        return rows, feats.astype(np.float32)
+        feats = self.sface.embed(crops).reshape(len(rows), 3, -1)
+        cosines = np.einsum("fd,fd->f", feats[:, 0], feats[:, 1])
+        controls = np.einsum("fd,fd->f", feats[:, 0], feats[:, 2])
+        rows = [
+            replace(r, cosine=float(a), control_cosine=float(c))
+            for r, a, c in zip(rows, cosines, controls, strict=True)
+        ]
+        return rows, feats[:, :2].astype(np.float32)
+
+
+def _record_region(face: dict[str, Any]) -> Any:
+    """The region a record says was hidden (``faceveil detect`` records have none: the face's box)."""
+    from faceveil.types import Region
+
+    region = face.get("region") or {"shape": "box", "bbox": face["bbox"]}
+    points = region.get("points")
+    return Region(
+        region["shape"],
+        tuple(float(v) for v in region["bbox"]),  # type: ignore[arg-type]
+        tuple((float(x), float(y)) for x, y in points) if points else None,
+    )
 
 
 _worker: AuditWorker | None = None

@@ -171,8 +171,9 @@ def render_report(figures: dict[str, Any], max_listed: int | None = None) -> str
         "",
         f"## Re-identification: {reid['model']}, matched = cosine >= {reid['cosine_threshold']}",
         "",
-        "| figure | faces | matched | share | identified (rank-1) | mean cosine | max cosine |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| figure | faces | matched | share | identified (rank-1) | control share | mean cosine "
+        "| max cosine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [
         ("reid.all", reid["all"], "all faces"),
@@ -184,14 +185,18 @@ def render_report(figures: dict[str, Any], max_listed: int | None = None) -> str
     for key, group, label in rows:
         lines.append(
             f"| `{key}` ({label}) | {group['faces']} | {group['matched']} | {_share(group['share'])} | "
-            f"{group['identified']} | {_num(group['mean_cosine'])} | {_num(group['max_cosine'])} |"
+            f"{group['identified']} | {_share(group['control_share'])} | {_num(group['mean_cosine'])} | "
+            f"{_num(group['max_cosine'])} |"
         )
     marks = reid["landmarks"]
     lines += [
         "",
         "matched: cosine between original and anonymized face >= the threshold; identified: matched, and "
         "the anonymized face is closer to its own original than to any other audited face (a match between "
-        f"two featureless crops usually is not). The limit applies to `reid.min_face.{limits['reid_gate']}`.",
+        "two featureless crops usually is not). control share: the share matched when each region holds its "
+        "own pixels shuffled and blurred (colours kept, no layout, so no identity): the test's floor on "
+        "these faces; a share near or below it is no evidence of identity left. "
+        f"The limit applies to `reid.min_face.{limits['reid_gate']}`.",
         "",
         f"`reid.landmarks` (alignment source): {marks.get('record', 0)} from the record, "
         f"{marks.get('yunet', 0)} from YuNet on the original, "

