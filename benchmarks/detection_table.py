@@ -19,26 +19,15 @@ import json
 import sys
 from pathlib import Path
 
+from catalogue import OFFLINE, PRESETS
+
 from faceveil import detectors
 from faceveil.eval.datasets import load_dataset
 from faceveil.eval.detection import DetectSettings, evaluate_detection
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = (("wider-val-parade", "hard"), ("facemask-voc", None), ("dlib-faces-coco", None))
-LOCAL = (
-    "haar",
-    "ssd",
-    "dlib-hog",
-    "dlib-cnn",
-    "mtcnn",
-    "retinaface",
-    "blazeface",
-    "yunet",
-    "centerface",
-    "default",
-    "balanced",
-    "thorough",
-)
+LOCAL = (*OFFLINE, *PRESETS)
 """The offline detectors and the presets (cloud detectors would send the photos away)."""
 
 

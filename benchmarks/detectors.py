@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from catalogue import OFFLINE
 
 from faceveil import detectors
 from faceveil.eval.datasets import load_dataset
@@ -38,18 +39,7 @@ SETS = {
     "dlib-faces": ("dlib-faces-coco", None),
 }
 SHAPE, MARGIN = "ellipse", 0.35
-LOCAL = (
-    "haar",
-    "ssd",
-    "dlib-hog",
-    "dlib-cnn",
-    "mtcnn",
-    "retinaface",
-    "blazeface",
-    "yunet",
-    "centerface",
-    "default",
-)
+LOCAL = (*OFFLINE, "default")
 """Detectors measured by default: the offline ones (cloud detectors would send the photos away)."""
 OPTIONS: dict[str, dict] = {"dlib-cnn": {"max_side": 320}}
 """Non-default options used here: dlib-cnn kept on small images (network <= 640 px; default 1024 px)."""

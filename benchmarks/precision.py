@@ -19,13 +19,12 @@ About 3 minutes for ``thorough`` on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+from catalogue import detector_args
 
 from faceveil import detectors
 from faceveil.detectors.fusion import FusedDetector, fuse_faces
@@ -36,7 +35,6 @@ from faceveil.io.image import read_picture
 from faceveil.methods.regions import region_for
 from faceveil.types import Face, HiddenFace
 
-REPO = Path(__file__).resolve().parents[1]
 SET, DIFFICULTY = "wider-val-parade", "hard"
 SHAPE, MARGIN = "ellipse", 0.35
 LOW = 0.05
@@ -73,14 +71,7 @@ def score(images: list, found: list[list[Face]]) -> tuple[ProtectionTally, Count
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--detector", default="thorough")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = detector_args(__doc__, "thorough")
     dataset = load_dataset(args.data / SET)
     detector = detectors.create(args.detector, threads=args.threads)
     members = detector.members if isinstance(detector, FusedDetector) else [detector]

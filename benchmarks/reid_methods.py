@@ -20,15 +20,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from catalogue import detector_args
 
 from faceveil import detectors, methods
 from faceveil.audit.reid import COSINE_THRESHOLD, SFace, estimate_landmarks, face_row, identity_free
@@ -39,7 +38,6 @@ from faceveil.methods.pixelate import Pixelate
 from faceveil.methods.regions import region_for
 from faceveil.types import Region
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = ("wider-val-parade", "facemask-voc", "dlib-faces-coco")
 MIN_FACE = 32.0
 SHAPE, MARGIN = "ellipse", 0.35
@@ -83,14 +81,7 @@ def method_table() -> dict[str, Hide]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--detector", default="default")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = detector_args(__doc__, "default")
     detector = detectors.create(args.detector, threads=args.threads)
     sface = SFace(threads=args.threads)
     table = method_table()

@@ -15,14 +15,20 @@ from faceveil.pipeline import run
 from faceveil.types import Settings
 
 
-@pytest.mark.slow
-def test_killed_worker_is_replaced_and_every_input_finishes(shared_data: Path, tmp_path: Path) -> None:
+def _copies(shared_data: Path, tmp_path: Path, rounds: int) -> tuple[Path, list[Path]]:
+    """An input folder holding ``rounds`` copies of the dlib-faces-coco photos; returns it and the photos."""
     src = tmp_path / "in"
     src.mkdir()
     photos = sorted((shared_data / "dlib-faces-coco" / "images").glob("*.jpg"))
-    for i in range(3):
+    for i in range(rounds):
         for photo in photos:
             shutil.copy(photo, src / f"{i}_{photo.name}")
+    return src, photos
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_every_input_finishes(shared_data: Path, tmp_path: Path) -> None:
+    src, photos = _copies(shared_data, tmp_path, 3)
     killed: list[int] = []
 
     def kill_one_worker(entry: object) -> None:
@@ -52,12 +58,7 @@ def test_a_pool_that_breaks_while_submitting_loses_no_input(
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    src = tmp_path / "in"
-    src.mkdir()
-    photos = sorted((shared_data / "dlib-faces-coco" / "images").glob("*.jpg"))
-    for i in range(2):
-        for photo in photos:
-            shutil.copy(photo, src / f"{i}_{photo.name}")
+    src, photos = _copies(shared_data, tmp_path, 2)
     real_submit = ProcessPoolExecutor.submit
     calls = []
 

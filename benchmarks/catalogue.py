@@ -1,0 +1,20 @@
+"""The detectors the benchmark scripts measure: every offline one (cloud detectors would send the
+photos away), and the presets; and the options the one-detector benchmarks share."""
+
+import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+OFFLINE = ("haar", "ssd", "dlib-hog", "dlib-cnn", "mtcnn", "retinaface", "blazeface", "yunet", "centerface")
+PRESETS = ("default", "balanced", "thorough")
+
+
+def detector_args(doc: str, detector: str) -> argparse.Namespace:
+    """The options of a one-detector benchmark: --data, --detector, --threads, --json."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--detector", default=detector)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    return parser.parse_args()
