@@ -46,7 +46,32 @@ def _xywh(rects) -> np.ndarray:  # type: ignore[no-untyped-def]
     ).reshape(-1, 4)
 
 
-class DlibHOG:
+class _DlibDetector:
+    """What both dlib detectors share: settings, shrinking, and margins turned into scored faces."""
+
+    def __init__(self, name: str, threshold: float, nms: float, upsample: int, max_side: int | None) -> None:
+        self.name = name
+        self.threshold = threshold
+        self.nms = nms
+        self.upsample = upsample
+        self.max_side = max_side
+
+    def _prepare(self, rgb: np.ndarray, threshold: float | None) -> tuple[float, np.ndarray, float]:
+        """(threshold to apply, the image shrunk to ``max_side`` and contiguous, its scale)."""
+        small, scale = fit(check_image(rgb), self.max_side)
+        return self.threshold if threshold is None else threshold, np.ascontiguousarray(small), scale
+
+    def _faces(self, rects: list, margins: list[float], threshold: float, scale: float) -> list[Face]:
+        """dlib rectangles and their margins as faces: scored, non-maximum suppressed, thresholded."""
+        if len(rects) == 0:
+            return []
+        boxes = _xywh(rects)
+        scores = margin_score(np.asarray(margins, np.float64))
+        keep = [i for i in nms(boxes, scores, self.nms) if scores[i] >= threshold]
+        return to_faces(boxes[keep], scores[keep], self.name, scale)
+
+
+class DlibHOG(_DlibDetector):
     """dlib's HOG + linear SVM frontal face detector (5 sub-detectors: front, turned left/right, tilted).
 
     It looks for faces of about 80 px and larger; each ``upsample`` doubles the image first, which finds
@@ -65,26 +90,16 @@ class DlibHOG:
     ) -> None:
         dlib = import_module("dlib", "dlib-hog", DLIB_PIP)
         self._detector = dlib.get_frontal_face_detector()
-        self.name = name
-        self.threshold = threshold
-        self.nms = nms
-        self.upsample = upsample
-        self.max_side = max_side
+        super().__init__(name, threshold, nms, upsample, max_side)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in an RGB uint8 image, boxes in its pixels."""
-        thr = self.threshold if threshold is None else threshold
-        small, scale = fit(check_image(rgb), self.max_side)
-        rects, margins, _ = self._detector.run(np.ascontiguousarray(small), self.upsample, score_margin(thr))
-        if len(rects) == 0:
-            return []
-        boxes = _xywh(rects)
-        scores = margin_score(np.asarray(margins, np.float64))
-        keep = [i for i in nms(boxes, scores, self.nms) if scores[i] >= thr]
-        return to_faces(boxes[keep], scores[keep], self.name, scale)
+        thr, small, scale = self._prepare(rgb, threshold)
+        rects, margins, _ = self._detector.run(small, self.upsample, score_margin(thr))
+        return self._faces(rects, margins, thr, scale)
 
 
-class DlibCNN:
+class DlibCNN(_DlibDetector):
     """dlib's MMOD CNN face detector (``mmod_human_face_detector.dat`` from face-recognition-models).
 
     More robust to pose than HOG but slow on a CPU (several seconds per megapixel). The network finds
@@ -111,25 +126,15 @@ class DlibCNN:
             self._detector = dlib.cnn_face_detection_model_v1(str(path))
         except Exception as exc:
             raise InputError(f"cannot load dlib MMOD weights {path}: {exc}") from exc
-        self.name = name
-        self.threshold = threshold
-        self.nms = nms
-        self.upsample = upsample
-        self.max_side = max_side
+        super().__init__(name, threshold, nms, upsample, max_side)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in an RGB uint8 image, boxes in its pixels."""
-        thr = self.threshold if threshold is None else threshold
-        small, scale = fit(check_image(rgb), self.max_side)
+        thr, small, scale = self._prepare(rgb, threshold)
         if min(small.shape[:2]) * 2**self.upsample < MMOD_MIN_SIDE:
             return []  # no face fits, and dlib's network fails on images smaller than its filters
-        found = self._detector(np.ascontiguousarray(small), self.upsample)
-        if len(found) == 0:
-            return []
-        boxes = _xywh([d.rect for d in found])
-        scores = margin_score(np.asarray([d.confidence for d in found], np.float64))
-        keep = [i for i in nms(boxes, scores, self.nms) if scores[i] >= thr]
-        return to_faces(boxes[keep], scores[keep], self.name, scale)
+        found = self._detector(small, self.upsample)
+        return self._faces([d.rect for d in found], [d.confidence for d in found], thr, scale)
 
 
 register(
