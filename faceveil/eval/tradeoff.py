@@ -45,6 +45,7 @@ import numpy as np
 
 from faceveil.detectors.fusion import FusedDetector, fuse_faces
 from faceveil.errors import FaceveilError, InputError, UsageError
+from faceveil.eval.utility import Accuracies
 from faceveil.types import Face
 
 CACHE_SCORE = 0.05
@@ -462,18 +463,9 @@ class Reid:
 
 
 @dataclass
-class UtilityFigures:
+class UtilityFigures(Accuracies):
     """The utility set's figures at one point (fractions; a drop is originals - anonymized)."""
 
-    images: int
-    top1_originals: float
-    top1_anonymized: float
-    top1_drop: float
-    top1_drop_ci: tuple[float, float]
-    top5_originals: float
-    top5_anonymized: float
-    top5_drop: float
-    top5_drop_ci: tuple[float, float]
     mcnemar_p: float
     correct_to_wrong: int
     wrong_to_correct: int
@@ -891,7 +883,7 @@ def _utility_pass(
     scores.flush()
     out = {}
     names = [r.file for r in rows]
-    from faceveil.eval.utility import mcnemar, paired_bootstrap_ci
+    from faceveil.eval.utility import accuracies, mcnemar
 
     for p in points:
         anon = original.copy()
@@ -902,15 +894,7 @@ def _utility_pass(
         top1_a, top5_a = _top(anon, truth, k)
         test = mcnemar(top1_o, top1_a)
         out[p] = UtilityFigures(
-            images=n,
-            top1_originals=float(top1_o.mean()),
-            top1_anonymized=float(top1_a.mean()),
-            top1_drop=float(top1_o.mean() - top1_a.mean()),
-            top1_drop_ci=paired_bootstrap_ci(top1_o, top1_a, resamples, seed),
-            top5_originals=float(top5_o.mean()),
-            top5_anonymized=float(top5_a.mean()),
-            top5_drop=float(top5_o.mean() - top5_a.mean()),
-            top5_drop_ci=paired_bootstrap_ci(top5_o, top5_a, resamples, seed),
+            **accuracies((top1_o, top1_a), (top5_o, top5_a), resamples, seed),
             mcnemar_p=test.p_value,
             correct_to_wrong=test.correct_to_wrong,
             wrong_to_correct=test.wrong_to_correct,

@@ -301,12 +301,11 @@ class ClassLoss:
 
 
 @dataclass
-class UtilityResult:
-    """Every utility figure: accuracies and shares are fractions (0-1), a drop is originals - anonymized."""
+class Accuracies:
+    """Top-1 and top-5 on the originals and on the anonymized copies (fractions), each drop (originals -
+    anonymized) and its paired-bootstrap 95 % interval."""
 
-    model: str
     images: int
-    anonymized: dict[str, Any]
     top1_originals: float
     top1_anonymized: float
     top1_drop: float
@@ -315,6 +314,27 @@ class UtilityResult:
     top5_anonymized: float
     top5_drop: float
     top5_drop_ci: tuple[float, float]
+
+
+def accuracies(
+    top1: tuple[np.ndarray, np.ndarray], top5: tuple[np.ndarray, np.ndarray], resamples: int, seed: int
+) -> dict[str, Any]:
+    """The :class:`Accuracies` fields from per-image hits, each an (originals, anonymized) pair."""
+    out: dict[str, Any] = {"images": len(top1[0])}
+    for name, (hits_o, hits_a) in (("top1", top1), ("top5", top5)):
+        out[f"{name}_originals"] = float(hits_o.mean())
+        out[f"{name}_anonymized"] = float(hits_a.mean())
+        out[f"{name}_drop"] = float(hits_o.mean() - hits_a.mean())
+        out[f"{name}_drop_ci"] = paired_bootstrap_ci(hits_o, hits_a, resamples, seed)
+    return out
+
+
+@dataclass
+class UtilityResult(Accuracies):
+    """Every utility figure: accuracies and shares are fractions (0-1), a drop is originals - anonymized."""
+
+    model: str
+    anonymized: dict[str, Any]
     mcnemar: McNemar
     touched: int
     changed: int
@@ -663,17 +683,9 @@ class UtilityEvaluator:
         ]
         face_counts = [f for f in faces if f is not None]
         return UtilityResult(
+            **accuracies((top1_o, top1_a), (top5_o, top5_a), resamples, seed),
             model=self.classifier.name,
-            images=len(self.rows),
             anonymized={},
-            top1_originals=float(top1_o.mean()),
-            top1_anonymized=float(top1_a.mean()),
-            top1_drop=float(top1_o.mean() - top1_a.mean()),
-            top1_drop_ci=paired_bootstrap_ci(top1_o, top1_a, resamples, seed),
-            top5_originals=float(top5_o.mean()),
-            top5_anonymized=float(top5_a.mean()),
-            top5_drop=float(top5_o.mean() - top5_a.mean()),
-            top5_drop_ci=paired_bootstrap_ci(top5_o, top5_a, resamples, seed),
             mcnemar=mcnemar(top1_o, top1_a),
             touched=int(touched.sum()),
             changed=int(changed.sum()),
