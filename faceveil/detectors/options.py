@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from faceveil.detectors.base import AUGMENTATIONS_HELP, parse_spec, registered, with_augmentations
+from faceveil.detectors import presets
+from faceveil.detectors.base import AUGMENTATIONS_HELP, parse_spec, with_augmentations
 from faceveil.errors import UsageError
 
 
@@ -21,11 +22,10 @@ def add_detector_arguments(
         help="face detector (see 'faceveil models'); join several with '+' to fuse them, add '@flip,2x' "
         f"to one for test-time augmentation, e.g. yunet@2x+centerface (default: {shown})",
     )
-    presets = sorted(name for name, info in registered().items() if info.preset)
     names.add_argument(
         "--preset",
         default=None,
-        choices=presets,
+        choices=presets(),
         help="a named combination: default (fast, recall-leaning), balanced (default, with faces >= 32 px "
         "confirmed by a second look: fewer animal faces hidden, for training data) or thorough (recall "
         "first: YuNet at 1x, on 2x tiles and mirrored, CenterFace and RetinaFace, fused)",
