@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from faceveil.detectors._common import fit
 from faceveil.detectors.base import DetectorInfo, register
 from faceveil.detectors.onnx_model import fold_quantized_weights, make_session, package_file
 from faceveil.errors import InputError
@@ -41,13 +42,9 @@ class CenterFace:
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in an RGB uint8 image, boxes in its pixels."""
         thr = self.threshold if threshold is None else threshold
-        h, w = rgb.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small, scale = fit(rgb, self.max_side)
+        nh, nw = small.shape[:2]
         pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
-        small = rgb if (nw, nh) == (w, h) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
         blob = np.zeros((1, 3, ph, pw), np.float32)
         blob[0, :, :nh, :nw] = small.transpose(2, 0, 1)
         heat, size, offset, lms = self._session.run(None, {self._input: blob})

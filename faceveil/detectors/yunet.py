@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from faceveil.detectors._common import fit
 from faceveil.detectors.base import DetectorInfo, register
 from faceveil.detectors.onnx_model import fold_quantized_weights, make_session, package_file
 from faceveil.errors import InputError
@@ -42,13 +43,7 @@ class YuNet:
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in an RGB uint8 image, boxes in its pixels."""
         thr = self.threshold if threshold is None else threshold
-        h, w = rgb.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            rgb = cv2.resize(
-                rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-            )
+        rgb, scale = fit(rgb, self.max_side)
         boxes, scores, landmarks = self._raw(rgb, thr)
         if len(scores) == 0:
             return []
