@@ -23,23 +23,30 @@ def augmented(detector: Detector, augment: tuple[str, ...]) -> Detector:
     return FusedDetector(runs, name=f"{detector.name}@{','.join(augment)}")
 
 
-class Upscaled:
-    """Runs ``detector`` on the image enlarged by ``factor``, in overlapping tiles to bound memory.
+class _Wrapped:
+    """A run of another detector on a changed image: named after it, at its own threshold."""
 
-    Crowds' 6-10 px faces are below most detectors' smallest anchor; at 2x they are found.
-    """
-
-    def __init__(self, detector: Detector, factor: float = 2.0, tile: int = 1024, overlap: int = 96) -> None:
+    def __init__(self, detector: Detector) -> None:
         self.detector = detector
-        self.factor = factor
-        self.tile = tile
-        self.overlap = overlap
         self.name = detector.name
 
     @property
     def threshold(self) -> float | None:
         """The wrapped detector's own threshold."""
         return getattr(self.detector, "threshold", None)
+
+
+class Upscaled(_Wrapped):
+    """Runs ``detector`` on the image enlarged by ``factor``, in overlapping tiles to bound memory.
+
+    Crowds' 6-10 px faces are below most detectors' smallest anchor; at 2x they are found.
+    """
+
+    def __init__(self, detector: Detector, factor: float = 2.0, tile: int = 1024, overlap: int = 96) -> None:
+        super().__init__(detector)
+        self.factor = factor
+        self.tile = tile
+        self.overlap = overlap
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in original pixels; a face comes from the one tile whose core holds its centre."""
@@ -71,17 +78,8 @@ def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, tuple[f
     return spans
 
 
-class Mirrored:
+class Mirrored(_Wrapped):
     """Runs ``detector`` on the horizontally flipped image (catches profile faces facing the other way)."""
-
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
-        self.name = detector.name
-
-    @property
-    def threshold(self) -> float | None:
-        """The wrapped detector's own threshold."""
-        return getattr(self.detector, "threshold", None)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
         """Faces in the original image's pixels."""
