@@ -366,13 +366,7 @@ def _record_region(face: dict[str, Any]) -> Any:
     """The region a record says was hidden (``faceveil detect`` records have none: the face's box)."""
     from faceveil.types import Region
 
-    region = face.get("region") or {"shape": "box", "bbox": face["bbox"]}
-    points = region.get("points")
-    return Region(
-        region["shape"],
-        tuple(float(v) for v in region["bbox"]),  # type: ignore[arg-type]
-        tuple((float(x), float(y)) for x, y in points) if points else None,
-    )
+    return Region.from_json(face.get("region") or {"shape": "box", "bbox": face["bbox"]})
 
 
 _worker: AuditWorker | None = None
