@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=None,
-        help="detection score threshold for every detector (default: each detector's own, recall-leaning)",
+        help="detection score threshold for every detector; for thorough, the agreement of its runs "
+        "(default: each detector's own, recall-leaning)",
     )
     run.add_argument(
         "--quality",

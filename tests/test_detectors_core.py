@@ -9,7 +9,7 @@ from PIL import Image
 
 import faceveil
 from faceveil import detectors
-from faceveil.detectors.fusion import FusedDetector, fuse_faces
+from faceveil.detectors.fusion import VOTE_FLOOR, FusedDetector, fuse_faces, vote_faces
 from faceveil.errors import UsageError
 from faceveil.eval.metrics import iou_matrix
 from faceveil.methods.regions import union_mask
@@ -176,6 +176,38 @@ def test_fused_detector_merges_its_members() -> None:
     assert sorted(f.detector for f in faces) == ["a", "a+b"]
     assert first.thresholds == [0.25] and second.thresholds == [0.25]
 
+
+
+def test_voting_scores_agreement_and_drops_lone_finds() -> None:
+    a1 = Face((10.0, 10.0, 40.0, 40.0), 0.6, "a")
+    a1_again = Face((11.0, 10.0, 40.0, 40.0), 0.3, "a")  # a second box of the same run counts once
+    b1 = Face((12.0, 11.0, 40.0, 40.0), 0.5, "b")
+    lone = Face((300.0, 10.0, 40.0, 40.0), 0.9, "c")
+    kept = vote_faces([[a1, a1_again], [b1], [lone]], 0.3, 0.35)
+    assert len(kept) == 1
+    face = kept[0]
+    assert face.score == pytest.approx((0.6 + 0.5) / 3)
+    assert face.detector == "a+b"
+    assert 10.0 < face.bbox[0] < 12.0
+    everything = vote_faces([[a1, a1_again], [b1], [lone]], 0.3, 0.0)
+    assert sorted(round(f.score, 4) for f in everything) == [0.3, round(1.1 / 3, 4)]
+    assert vote_faces([[], []], 0.3, 0.0) == []
+
+
+def test_voting_detector_asks_members_for_everything_and_applies_its_threshold() -> None:
+    first = Fixed("a", [Face((10.0, 10.0, 40.0, 40.0), 0.9, "a"), Face((300.0, 10.0, 40.0, 40.0), 0.8, "a")])
+    second = Fixed("b", [Face((12.0, 11.0, 40.0, 40.0), 0.7, "b")])
+    voting = FusedDetector([first, second], vote=0.5)
+    image = np.zeros((100, 400, 3), np.uint8)
+    assert [f.detector for f in voting.detect(image)] == ["a+b"]  # 0.8 agreement; the lone face 0.4
+    assert sorted(f.detector for f in voting.detect(image, 0.4)) == ["a", "a+b"]
+    assert first.thresholds == [VOTE_FLOOR, VOTE_FLOOR] and second.thresholds == [VOTE_FLOOR, VOTE_FLOOR]
+
+
+def test_thorough_preset_votes_over_seven_runs() -> None:
+    thorough = detectors.create("thorough")
+    assert isinstance(thorough, FusedDetector)
+    assert len(thorough.members) == 7 and thorough.vote == thorough.threshold == 0.23
 
 # --- the Python API ------------------------------------------------------------------------------
 

@@ -401,15 +401,17 @@ def test_two_level_detection_equals_run(shared_data: Path) -> None:
     from faceveil.eval.detection import detect_two_levels
     from faceveil.io.image import read_picture
 
-    detector = detectors.create("default", threads=1)
+    default = detectors.create("default", threads=1)
+    voting = detectors.FusedDetector(default.members, vote=0.3)
     paths = sorted((shared_data / "wider-val-parade" / "images" / "0--Parade").glob("*.jpg"))[:2]
     paths += sorted((shared_data / "facemask-voc" / "images").glob("*.png"))[:2]
-    for path in paths:
-        rgb = read_picture(path).rgb8()
-        for threshold in (None, 0.5):
-            curve, operating = detect_two_levels(detector, rgb, threshold)
-            assert operating == detector.detect(rgb, threshold), (path, threshold)
-            assert len(curve) >= len(operating)
+    for detector in (default, voting):
+        for path in paths:
+            rgb = read_picture(path).rgb8()
+            for threshold in (None, 0.5):
+                curve, operating = detect_two_levels(detector, rgb, threshold)
+                assert operating == detector.detect(rgb, threshold), (detector.vote, path, threshold)
+                assert len(curve) >= len(operating)
 
 
 def _eval(dataset: Path, out: Path, figures: Path, *extra: str) -> int:

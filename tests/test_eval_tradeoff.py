@@ -99,10 +99,13 @@ class NoDefault(Counting):
             del self.threshold
 
 
-def test_sweep_detector_answers_like_the_detector_and_runs_it_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("vote", [None, 0.3])
+def test_sweep_detector_answers_like_the_detector_and_runs_it_once(
+    tmp_path: Path, vote: float | None
+) -> None:
     rgb = np.zeros((40, 60, 3), np.uint8)
     a, b = Counting("a"), Counting("b", shift=1.0, threshold=0.6)
-    fused = FusedDetector([a, b])
+    fused = FusedDetector([a, b], vote=vote)
     direct = {t: fused.detect(rgb, t) for t in (None, 0.2, 0.5, 0.8)}
     a.calls = b.calls = 0
     sweep = SweepDetector(fused, DetectionCache(tmp_path))
@@ -111,7 +114,7 @@ def test_sweep_detector_answers_like_the_detector_and_runs_it_once(tmp_path: Pat
     assert (a.calls, b.calls) == (1, 1)
     # A second process reads the same faces back from disk, to the bit.
     a2, b2 = Counting("a"), Counting("b", shift=1.0, threshold=0.6)
-    again = SweepDetector(FusedDetector([a2, b2]), DetectionCache(tmp_path))
+    again = SweepDetector(FusedDetector([a2, b2], vote=vote), DetectionCache(tmp_path))
     for t, expected in direct.items():
         assert again.detect(rgb, t) == expected
     assert (a2.calls, b2.calls) == (0, 0)

@@ -9,6 +9,9 @@ import numpy as np
 from faceveil.detectors.base import Detector
 from faceveil.types import Face
 
+VOTE_FLOOR = 0.05
+"""The score down to which a voting fusion's members report faces."""
+
 
 def fuse_faces(faces: Sequence[Face], iou: float = 0.3) -> list[Face]:
     """Merge overlapping detections (IoU > ``iou``) into one score-weighted box per face.
@@ -20,25 +23,60 @@ def fuse_faces(faces: Sequence[Face], iou: float = 0.3) -> list[Face]:
     """
     if len(faces) < 2:
         return list(faces)
+    return [_merged(group, group[0].score) for group in _groups(faces, iou)]
+
+
+def vote_faces(found: Sequence[Sequence[Face]], iou: float, threshold: float) -> list[Face]:
+    """Fuse several detectors' faces, scoring each fused face by how much the detectors agree on it.
+
+    ``found`` holds one list per detector. Faces are grouped as by :func:`fuse_faces`; a group's score
+    is the mean over the detectors of each one's best score in the group (0 for a detector that did
+    not find it), and groups scoring below ``threshold`` are dropped. A face several detectors find at
+    modest scores thus outranks one a single detector finds, which is what separates crowds' small
+    faces from hands and badges.
+    """
+    tagged = [(face, k) for k, faces in enumerate(found) for face in faces]
+    if not tagged:
+        return []
+    by_face = {id(face): k for face, k in tagged}
+    voted = []
+    for group in _groups([face for face, _ in tagged], iou):
+        best = np.zeros(len(found))
+        for face in group:
+            k = by_face[id(face)]
+            best[k] = max(best[k], face.score)
+        agreement = float(best.sum()) / len(found)
+        if agreement >= threshold:
+            voted.append(_merged(group, agreement))
+    return voted
+
+
+def _groups(faces: Sequence[Face], iou: float) -> list[list[Face]]:
+    """Greedy by score: each free face, best first, with every free face overlapping it (IoU > ``iou``)."""
     order = sorted(faces, key=lambda f: -f.score)
-    boxes = np.asarray([f.bbox for f in order], np.float64)
-    scores = np.asarray([f.score for f in order], np.float64)
+    boxes = np.asarray([f.bbox for f in order], np.float64).reshape(-1, 4)
     ptr, cols = _overlap_graph(boxes, iou)
     free = np.ones(len(order), bool)
-    fused = []
-    for i, best in enumerate(order):
+    groups = []
+    for i in range(len(order)):
         if not free[i]:
             continue
         near = cols[ptr[i] : ptr[i + 1]]
         group = near[free[near]]
         group = group if group.size else np.array([i])
         free[group] = False
-        weights = scores[group]
-        box = (boxes[group] * weights[:, None]).sum(axis=0) / weights.sum()
-        names = list(dict.fromkeys(order[j].detector for j in group))
-        landmarks = next((order[j].landmarks for j in group if order[j].landmarks is not None), None)
-        fused.append(Face(tuple(float(v) for v in box), best.score, "+".join(names), landmarks))  # type: ignore[arg-type]
-    return fused
+        groups.append([order[j] for j in group])
+    return groups
+
+
+def _merged(group: Sequence[Face], score: float) -> Face:
+    """One face for a group: the score-weighted mean box, the first landmarks, every detector's name."""
+    weights = np.asarray([f.score for f in group], np.float64)
+    boxes = np.asarray([f.bbox for f in group], np.float64)
+    box = (boxes * weights[:, None]).sum(axis=0) / weights.sum()
+    names = list(dict.fromkeys(f.detector for f in group))
+    landmarks = next((f.landmarks for f in group if f.landmarks is not None), None)
+    return Face(tuple(float(v) for v in box), score, "+".join(names), landmarks)  # type: ignore[arg-type]
 
 
 def _overlap_graph(boxes: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,16 +112,38 @@ def _overlap_graph(boxes: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarra
 
 
 class FusedDetector:
-    """Runs several detectors on the same image and fuses their boxes."""
+    """Runs several detectors on the same image and fuses their boxes.
 
-    def __init__(self, members: Sequence[Detector], iou: float = 0.3, name: str | None = None) -> None:
+    Without ``vote`` each member keeps its own threshold and every face any member finds is kept
+    (:func:`fuse_faces`). With ``vote`` the members report everything down to :data:`VOTE_FLOOR` and a
+    fused face is kept when the members' agreement reaches ``vote`` (:func:`vote_faces`); a threshold
+    given to :meth:`detect` then sets that agreement.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Detector],
+        iou: float = 0.3,
+        name: str | None = None,
+        vote: float | None = None,
+    ) -> None:
         self.members = list(members)
         self.iou = iou
         self.name = name or "+".join(m.name for m in self.members)
+        self.vote = vote
+        self.threshold = vote
+
+    def member_threshold(self, threshold: float | None) -> float | None:
+        """The threshold each member is run at when the fused detector is asked for ``threshold``."""
+        return VOTE_FLOOR if self.vote is not None else threshold
+
+    def combine(self, found: Sequence[Sequence[Face]], threshold: float | None = None) -> list[Face]:
+        """The fused faces from each member's faces (found at :meth:`member_threshold`)."""
+        if self.vote is None:
+            return fuse_faces([face for faces in found for face in faces], self.iou)
+        return vote_faces(found, self.iou, self.vote if threshold is None else threshold)
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
-        """Every member's faces (each at its own threshold unless one is given), fused."""
-        found: list[Face] = []
-        for member in self.members:
-            found.extend(member.detect(rgb, threshold))
-        return fuse_faces(found, self.iou)
+        """Every member's faces, fused (see the class docstring for what ``threshold`` sets)."""
+        member = self.member_threshold(threshold)
+        return self.combine([m.detect(rgb, member) for m in self.members], threshold)

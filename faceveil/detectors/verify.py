@@ -162,6 +162,7 @@ def square_crop(
 
 # --- the registered preset ------------------------------------------------------------------------------
 
+
 def balanced(threads: int | None = None) -> VerifiedDetector:
     """``default`` with faces 32 px and taller re-checked by YuNet on a 160 px crop (score >= 0.6)."""
     from faceveil.detectors.base import create

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from faceveil.detectors.fusion import FusedDetector, fuse_faces
+from faceveil.detectors.fusion import FusedDetector
 from faceveil.errors import FaceveilError, InputError, UsageError
 from faceveil.eval.utility import Accuracies
 from faceveil.types import Face
@@ -302,10 +302,8 @@ class SweepDetector:
 
     def _faces(self, detector: Any, rgb: np.ndarray, key: str, threshold: float | None) -> list[Face]:
         if isinstance(detector, FusedDetector):
-            found: list[Face] = []
-            for member in detector.members:
-                found.extend(self._faces(member, rgb, key, threshold))
-            return fuse_faces(found, detector.iou)
+            member = detector.member_threshold(threshold)
+            return detector.combine([self._faces(m, rgb, key, member) for m in detector.members], threshold)
         compose = getattr(detector, "detect_with", None)
         if compose is not None:
             return compose(rgb, threshold, lambda part, t: self._faces(part, rgb, key, t))
