@@ -177,7 +177,6 @@ def test_fused_detector_merges_its_members() -> None:
     assert first.thresholds == [0.25] and second.thresholds == [0.25]
 
 
-
 def test_voting_scores_agreement_and_drops_lone_finds() -> None:
     a1 = Face((10.0, 10.0, 40.0, 40.0), 0.6, "a")
     a1_again = Face((11.0, 10.0, 40.0, 40.0), 0.3, "a")  # a second box of the same run counts once
@@ -208,6 +207,7 @@ def test_thorough_preset_votes_over_seven_runs() -> None:
     thorough = detectors.create("thorough")
     assert isinstance(thorough, FusedDetector)
     assert len(thorough.members) == 7 and thorough.vote == thorough.threshold == 0.23
+
 
 # --- the Python API ------------------------------------------------------------------------------
 

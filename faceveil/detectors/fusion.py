@@ -23,7 +23,7 @@ def fuse_faces(faces: Sequence[Face], iou: float = 0.3) -> list[Face]:
     """
     if len(faces) < 2:
         return list(faces)
-    return [_merged(group, group[0].score) for group in _groups(faces, iou)]
+    return [_merged([faces[i] for i in group], faces[group[0]].score) for group in _groups(faces, iou)]
 
 
 def vote_faces(found: Sequence[Sequence[Face]], iou: float, threshold: float) -> list[Face]:
@@ -35,26 +35,26 @@ def vote_faces(found: Sequence[Sequence[Face]], iou: float, threshold: float) ->
     modest scores thus outranks one a single detector finds, which is what separates crowds' small
     faces from hands and badges.
     """
-    tagged = [(face, k) for k, faces in enumerate(found) for face in faces]
-    if not tagged:
-        return []
-    by_face = {id(face): k for face, k in tagged}
+    faces = [face for found_by_one in found for face in found_by_one]
+    finder = [k for k, found_by_one in enumerate(found) for _ in found_by_one]
     voted = []
-    for group in _groups([face for face, _ in tagged], iou):
+    for group in _groups(faces, iou):
         best = np.zeros(len(found))
-        for face in group:
-            k = by_face[id(face)]
-            best[k] = max(best[k], face.score)
+        for i in group:
+            best[finder[i]] = max(best[finder[i]], faces[i].score)
         agreement = float(best.sum()) / len(found)
         if agreement >= threshold:
-            voted.append(_merged(group, agreement))
+            voted.append(_merged([faces[i] for i in group], agreement))
     return voted
 
 
-def _groups(faces: Sequence[Face], iou: float) -> list[list[Face]]:
-    """Greedy by score: each free face, best first, with every free face overlapping it (IoU > ``iou``)."""
-    order = sorted(faces, key=lambda f: -f.score)
-    boxes = np.asarray([f.bbox for f in order], np.float64).reshape(-1, 4)
+def _groups(faces: Sequence[Face], iou: float) -> list[list[int]]:
+    """Greedy by score: each free face, best first, with every free face overlapping it (IoU > ``iou``).
+
+    Groups hold indices into ``faces``, the group's best face first.
+    """
+    order = sorted(range(len(faces)), key=lambda i: -faces[i].score)
+    boxes = np.asarray([faces[i].bbox for i in order], np.float64).reshape(-1, 4)
     ptr, cols = _overlap_graph(boxes, iou)
     free = np.ones(len(order), bool)
     groups = []
@@ -131,7 +131,11 @@ class FusedDetector:
         self.iou = iou
         self.name = name or "+".join(m.name for m in self.members)
         self.vote = vote
-        self.threshold = vote
+
+    @property
+    def threshold(self) -> float | None:
+        """The fused detector's own threshold: the agreement it keeps faces at (None without a vote)."""
+        return self.vote
 
     def member_threshold(self, threshold: float | None) -> float | None:
         """The threshold each member is run at when the fused detector is asked for ``threshold``."""
