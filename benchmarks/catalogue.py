@@ -10,10 +10,16 @@ OFFLINE = ("haar", "ssd", "dlib-hog", "dlib-cnn", "mtcnn", "retinaface", "blazef
 PRESETS = ("default", "balanced", "thorough")
 
 
-def detector_args(doc: str, detector: str) -> argparse.Namespace:
-    """The options of a one-detector benchmark: --data, --detector, --threads, --json."""
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's option parser, its docstring as help, with --data (the shared evaluation data)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    return parser
+
+
+def detector_args(doc: str, detector: str) -> argparse.Namespace:
+    """The options of a one-detector benchmark: --data, --detector, --threads, --json."""
+    parser = benchmark_parser(doc)
     parser.add_argument("--detector", default=detector)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)

@@ -9,7 +9,6 @@ wider-val-parade. Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -18,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from catalogue import REPO, benchmark_parser
+
 from faceveil.eval.datasets import load_dataset
 from faceveil.eval.metrics import ProtectionTally
 from faceveil.types import HiddenFace
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = {
     "wider-val-parade (hard)": ("wider-val-parade", "images", "hard"),
     "wider-val-parade (medium)": ("wider-val-parade", "images", "medium"),
@@ -70,10 +70,7 @@ def deface_seconds(folder: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=2, help="speed rounds (faceveil and deface alternate)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path)

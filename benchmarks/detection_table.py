@@ -14,28 +14,23 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from catalogue import OFFLINE, PRESETS
+from catalogue import OFFLINE, PRESETS, benchmark_parser
 
 from faceveil import detectors
 from faceveil.eval.datasets import load_dataset
 from faceveil.eval.detection import DetectSettings, evaluate_detection
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = (("wider-val-parade", "hard"), ("facemask-voc", None), ("dlib-faces-coco", None))
 LOCAL = (*OFFLINE, *PRESETS)
 """The offline detectors and the presets (cloud detectors would send the photos away)."""
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--only", default=",".join(LOCAL), help="comma-separated detector names")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from catalogue import OFFLINE
+from catalogue import OFFLINE, benchmark_parser
 
 from faceveil import detectors
 from faceveil.eval.datasets import load_dataset
@@ -32,7 +32,6 @@ from faceveil.io.image import read_picture
 from faceveil.methods.regions import region_for
 from faceveil.types import Face, HiddenFace
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = {
     "parade (hard)": ("wider-val-parade", "hard"),
     "facemask": ("facemask-voc", None),
@@ -105,10 +104,7 @@ def parse_options(items: list[str], parser: argparse.ArgumentParser) -> dict[str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--only", help="comma-separated detector names (default: the offline ones in LOCAL)")
     parser.add_argument("--threads", type=int, default=None, help="threads per detector (default: all cores)")
     parser.add_argument("--json", type=Path, help="also write the figures here")

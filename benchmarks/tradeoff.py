@@ -21,13 +21,13 @@ cached (``$FACEVEIL_CACHE``), so a second grid on the same data runs no face det
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from catalogue import REPO, benchmark_parser
+
 from faceveil.eval.tradeoff import Goals, run_tradeoff, text_table, write_outputs
 
-REPO = Path(__file__).resolve().parents[1]
 SETS = ("wider-val-parade", "facemask-voc", "dlib-faces-coco")
 GOALS = Goals(
     max_top1_drop=0.01,
@@ -61,8 +61,7 @@ GRIDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--grid", choices=[*GRIDS, "all"], default="candidates")
     parser.add_argument("--limit", type=int, default=None, help="first N images of imagenet-sample only")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "tradeoff")

@@ -207,6 +207,8 @@ def test_thorough_preset_votes_over_seven_runs() -> None:
     thorough = detectors.create("thorough")
     assert isinstance(thorough, FusedDetector)
     assert len(thorough.members) == 7 and thorough.vote == thorough.threshold == 0.23
+    full_size_centerface = thorough.members[3]
+    assert full_size_centerface.name == "centerface" and full_size_centerface.max_side == 2048
 
 
 # --- the Python API ------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ def _default(threads: int | None = None) -> FusedDetector:
     )
 
 
+THOROUGH_CENTERFACE_SIDE = 2048
+"""Longest side ``thorough``'s CenterFace run sees: its memory grows with the pixels (about 2.4 GB for a
+12 MP photo at full size); faces that small in a bigger photo are the tiled runs' to find."""
 THOROUGH_VOTE = 0.23
 """The agreement ``thorough`` keeps a face at: its seven runs' best scores summing to about 1.6."""
 
@@ -48,7 +51,7 @@ THOROUGH_VOTE = 0.23
 def _thorough(threads: int | None = None) -> FusedDetector:
     """Recall first: YuNet at 1x, mirrored, on 2x and 3x tiles, CenterFace at 1x and 2x, RetinaFace; voted."""
     base = yunet.YuNet(threshold=0.3, threads=threads)
-    center = centerface.CenterFace(threshold=0.2, threads=threads)
+    center = centerface.CenterFace(threshold=0.2, max_side=THOROUGH_CENTERFACE_SIDE, threads=threads)
     return FusedDetector(
         [
             base,
