@@ -52,12 +52,7 @@ def detect_two_levels(
     detector: Any, rgb: np.ndarray, threshold: float | None, low: float = LOW_SCORE
 ) -> tuple[list[Face], list[Face]]:
     """(curve faces down to ``low``, operating faces at ``threshold`` or the detector's default)."""
-    if isinstance(detector, FusedDetector) and detector.vote is not None:
-        found = [m.detect(rgb, detector.member_threshold(None)) for m in detector.members]
-        own = detector.vote if threshold is None else threshold
-        curve = detector.combine(found, min(low, own))
-        return curve, [f for f in curve if f.score >= own]
-    if isinstance(detector, FusedDetector):
+    if isinstance(detector, FusedDetector) and detector.vote is None:
         curve, operating = [], []
         for member in detector.members:
             c, o = detect_two_levels(member, rgb, threshold, low)
