@@ -459,3 +459,12 @@ def test_facemask_voc_command(shared_data: Path, tmp_path: Path) -> None:
     data = json.loads(figures.read_text())
     assert data["sets"]["all"]["faces"] == 241 and data["sets"]["all"]["protected"] > 0.9
     assert any("maksssksksss110.xml" in w for w in data["dataset"]["warnings"])
+
+
+def test_operating_threshold_in_words() -> None:
+    from faceveil import detectors
+    from faceveil.eval.detection import describe_threshold
+
+    assert describe_threshold(detectors.create("default"), None) == "yunet 0.3, centerface 0.2"
+    assert describe_threshold(detectors.create("thorough"), None) == "thorough 0.23"
+    assert describe_threshold(detectors.create("thorough"), 0.4) == "0.4"

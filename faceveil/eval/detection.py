@@ -72,10 +72,11 @@ def _default_threshold(detector: Any) -> float | None:
 
 
 def describe_threshold(detector: Any, threshold: float | None) -> str:
-    """The operating threshold in words, e.g. ``yunet 0.3, centerface 0.2`` for the default detector."""
+    """The operating threshold in words, e.g. ``yunet 0.3, centerface 0.2`` for the default detector
+    (a voting detector's is its agreement, e.g. ``thorough 0.23``)."""
     if threshold is not None:
         return f"{threshold:g}"
-    if isinstance(detector, FusedDetector):
+    if isinstance(detector, FusedDetector) and detector.vote is None:
         return ", ".join(describe_threshold(m, None) for m in detector.members)
     own = _default_threshold(detector)
     name = getattr(detector, "name", type(detector).__name__)
