@@ -6,7 +6,8 @@ faces down to a low score, then:
 1. at the detector's own thresholds, sorts the regions that count against precision (IoU < 0.5 with
    every annotated face, ignored ones included) by their best IoU with an annotated face
    (0.3-0.5: a found face, box placed differently; 0.05-0.3: partial overlap, e.g. a second box on
-   a face or a head; none: no annotated face there) and by height;
+   a face or a head; none: no annotated face there) and by height, and counts the 0.3-0.5 regions
+   that are the only region on their annotated face;
 2. sweeps the threshold ``--threshold`` sets (one for every member; for a voting detector such as
    ``thorough``, the members' agreement) and prints protected (hard set) against precision, so the
    best protection at a given precision can be read off.
@@ -57,20 +58,27 @@ def height_name(height: float) -> str:
     return next(name for lo, hi, name in HEIGHTS if lo <= height < hi)
 
 
-def score(images: list, found: list[list[Face]]) -> tuple[ProtectionTally, Counter]:
-    """Protected/precision on the hard set, and the unmatched regions by (overlap kind, height)."""
-    tally, unmatched = ProtectionTally(), Counter()
+def score(images: list, found: list[list[Face]]) -> tuple[ProtectionTally, Counter, int]:
+    """Protected/precision on the hard set, the unmatched regions by (overlap kind, height), and how many
+    0.3-0.5 regions are alone: their annotated face found, but its only box placed too differently."""
+    tally, unmatched, alone = ProtectionTally(), Counter(), 0
     for (gt, width, height), faces in zip(images, found, strict=True):
         hidden = [HiddenFace(f, region_for(f, SHAPE, MARGIN, width, height)) for f in faces]
         tally.add(gt.boxes, gt.ignore_by_set[DIFFICULTY], hidden, width, height)
         if not faces:
             continue
         boxes = np.asarray([f.bbox for f in faces], np.float64)
-        best = iou_matrix(boxes, gt.boxes).max(axis=1) if len(gt.boxes) else np.zeros(len(faces))
-        for box, value in zip(boxes, best, strict=True):
+        if not len(gt.boxes):
+            unmatched.update(("none", height_name(float(box[3]))) for box in boxes)
+            continue
+        overlaps = iou_matrix(boxes, gt.boxes)
+        best, nearest = overlaps.max(axis=1), overlaps.argmax(axis=1)
+        matched_faces = set(nearest[best >= 0.5].tolist())
+        for box, value, face in zip(boxes, best, nearest, strict=True):
             if value < 0.5:
                 unmatched[(overlap_kind(float(value)), height_name(float(box[3])))] += 1
-    return tally, unmatched
+                alone += overlap_kind(float(value)) == "0.3-0.5" and face not in matched_faces
+    return tally, unmatched, alone
 
 
 def main() -> int:
@@ -99,7 +107,7 @@ def main() -> int:
             else:
                 faces = [f for curve, _ in levels for f in curve if f.score >= threshold]
             found.append(fuse_faces(faces, iou) if len(members) > 1 else faces)
-        tally, unmatched = score(images, found)
+        tally, unmatched, alone = score(images, found)
         rows.append(
             {
                 "threshold": "own" if threshold is None else threshold,
@@ -108,6 +116,7 @@ def main() -> int:
                 "regions": tally.regions,
                 "matched_regions": tally.matched_regions,
                 "unmatched": {f"{k} / {h}": n for (k, h), n in sorted(unmatched.items())},
+                "alone": alone,
             }
         )
     own = rows[0]
@@ -121,6 +130,7 @@ def main() -> int:
     print(f"{'height':>8} " + " ".join(f"{k:>9}" for k in kinds))
     for _, _, h in HEIGHTS:
         print(f"{h:>8} " + " ".join(f"{own['unmatched'].get(f'{k} / {h}', 0):>9}" for k in kinds))
+    print(f"{own['alone']} of the 0.3-0.5 regions are the only region on their annotated face")
     print("\nthreshold  protected  precision  regions")
     for row in rows:
         print(
