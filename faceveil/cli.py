@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(det)
     det.add_argument(
-        "--min-score", type=float, default=0.3, help="keep detections down to this score (default: 0.3)"
+        "--min-score",
+        type=float,
+        default=None,
+        help="keep detections down to this score (default: the detector's own threshold, so the faces "
+        "written are those `run` would hide)",
     )
 
     demo = sub.add_parser(
@@ -172,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     mode = args.command
     detector = detector_spec(args) or DEFAULTS.detector
     if mode == "detect":
-        if not 0.0 <= args.min_score <= 1.0:
+        if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
             raise UsageError("--min-score must be between 0 and 1")
         settings = Settings(detector=detector, threshold=args.min_score, max_pixels=args.max_pixels)
     else:

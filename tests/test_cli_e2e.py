@@ -548,19 +548,28 @@ def test_dlib_pixels_changed_only_in_regions(dlib_run: tuple[Path, Result], dlib
 
 
 @pytest.mark.slow
-def test_detect_writes_faces_only(tmp_path: Path, dlib_images: Path) -> None:
+def test_detect_writes_faces_only(
+    tmp_path: Path, dlib_images: Path, dlib_run: tuple[Path, Result]
+) -> None:
     out = tmp_path / "det"
     result = run_cli("detect", dlib_images, "-o", out, "-j", "1", "-q")
     assert result.code == 0, result.err
     lines = lines_of(out)
     assert len(lines) == 9
+    hidden = by_path(dlib_run[0])
     for line in lines:
         assert list(line) == ["path", "status", "kind", "width", "height", "sha256", "faces"]
         assert line["faces"], line["path"]
         for face in line["faces"]:
             assert list(face) == ["bbox", "score", "detector", "landmarks"]
-            assert face["score"] >= 0.3
+        # by default the detector's own thresholds: exactly the faces `run` hides
+        assert [f["bbox"] for f in line["faces"]] == [f["bbox"] for f in hidden[line["path"]]["faces"]]
     check_coco_agrees(out)
+    strict = tmp_path / "strict"
+    assert run_cli("detect", dlib_images, "-o", strict, "-j", "1", "-q", "--min-score", "0.9").code == 0
+    kept = [face["score"] for line in lines_of(strict) for face in line["faces"]]
+    assert kept and min(kept) >= 0.9
+    assert len(kept) < sum(len(line["faces"]) for line in lines)
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {p for p in written if not p.startswith(".faceveil/")} == {"faces.jsonl", "faces.coco.json"}
 
