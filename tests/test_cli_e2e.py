@@ -548,9 +548,7 @@ def test_dlib_pixels_changed_only_in_regions(dlib_run: tuple[Path, Result], dlib
 
 
 @pytest.mark.slow
-def test_detect_writes_faces_only(
-    tmp_path: Path, dlib_images: Path, dlib_run: tuple[Path, Result]
-) -> None:
+def test_detect_writes_faces_only(tmp_path: Path, dlib_images: Path, dlib_run: tuple[Path, Result]) -> None:
     out = tmp_path / "det"
     result = run_cli("detect", dlib_images, "-o", out, "-j", "1", "-q")
     assert result.code == 0, result.err
