@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from faceveil import detectors
 from faceveil.cli import main
 from faceveil.detectors.base import Member, parse_spec, with_augmentations
 from faceveil.detectors.fusion import FusedDetector
+from faceveil.detectors.tta import _spans
 from faceveil.errors import UsageError
 from faceveil.eval.metrics import iou_matrix
 
@@ -59,6 +61,21 @@ def test_upscaled_tiles_find_a_face_the_plain_run_misses(astronaut: np.ndarray) 
     assert len(found) == 1
     x, y, _, h = found[0].bbox
     assert 100 <= x < 140 and 100 <= y < 120 and 4 <= h <= 12  # in the original image's pixels
+
+
+@pytest.mark.parametrize("length", [1000, 1024, 1025, 1400, 2048, 2100, 3072, 4000, 9999])
+def test_tiles_cover_the_axis_once_each_with_the_overlap_and_little_more(length: int) -> None:
+    tile, overlap = 1024, 96
+    spans = _spans(length, tile, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert all(0 < end - start <= tile for start, end, _ in spans)
+    assert len({end - start for start, end, _ in spans}) == 1  # one tile size
+    for (_, end, (_, hi)), (start, _, (lo, _)) in itertools.pairwise(spans):
+        assert overlap - 1 <= end - start <= overlap + 1
+        assert hi == lo and start <= lo <= end  # cores meet inside the overlap: each centre owned once
+    assert spans[0][2][0] == float("-inf") and spans[-1][2][1] == float("inf")
+    seen = sum(end - start for start, end, _ in spans)
+    assert seen <= length + len(spans) * (overlap + 1)
 
 
 def test_flip_maps_boxes_back_and_fuses_with_the_plain_run(astronaut: np.ndarray) -> None:

@@ -65,16 +65,21 @@ class Upscaled(_Wrapped):
 
 
 def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, tuple[float, float]]]:
-    """Tile ranges along one axis, each with the core range (split mid-overlap) that owns a centre."""
+    """Tile ranges along one axis, each with the core range (split mid-overlap) that owns a centre.
+
+    The fewest tiles of at most ``tile`` pixels overlapping by about ``overlap`` (to a pixel), all the same
+    size and evenly spaced, so no pixel is seen more often than the overlap needs.
+    """
     if length <= tile:
         return [(0, length, (float("-inf"), float("inf")))]
-    step = tile - overlap
-    starts = [*range(0, length - tile, step), length - tile]
+    count = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (count - 1) * overlap) // count)
+    starts = [round(i * (length - size) / (count - 1)) for i in range(count)]
     spans = []
     for i, start in enumerate(starts):
-        lo = float("-inf") if i == 0 else (start + starts[i - 1] + tile) / 2
-        hi = float("inf") if i == len(starts) - 1 else (starts[i + 1] + start + tile) / 2
-        spans.append((start, start + tile, (lo, hi)))
+        lo = float("-inf") if i == 0 else (start + starts[i - 1] + size) / 2
+        hi = float("inf") if i == len(starts) - 1 else (starts[i + 1] + start + size) / 2
+        spans.append((start, start + size, (lo, hi)))
     return spans
 
 
