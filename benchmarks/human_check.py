@@ -55,11 +55,7 @@ class MeshFlag:
         self.net = cv2.dnn.readNetFromTFLite(str(path))
 
     def __call__(self, rgb: np.ndarray, face: Face) -> float:
-        x, y, w, h = face.bbox
-        side = MESH_SCALE * max(w, h)
-        f = MESH_SIDE / side
-        matrix = np.array([[f, 0, -(x + w / 2 - side / 2) * f], [0, f, -(y + h / 2 - side / 2) * f]])
-        crop = cv2.warpAffine(rgb, matrix, (MESH_SIDE, MESH_SIDE))
+        crop, _ = square_crop(rgb, face.bbox, MESH_SCALE, MESH_SIDE)
         self.net.setInput(np.ascontiguousarray((crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]))
         flag = next(o for o in self.net.forward(self.net.getUnconnectedOutLayersNames()) if o.size == 1)
         return float(1.0 / (1.0 + np.exp(-float(flag.ravel()[0]))))

@@ -68,16 +68,15 @@ def score(images: list, found: list[list[Face]]) -> tuple[ProtectionTally, Count
         if not faces:
             continue
         boxes = np.asarray([f.bbox for f in faces], np.float64)
-        if not len(gt.boxes):
-            unmatched.update(("none", height_name(float(box[3]))) for box in boxes)
-            continue
-        overlaps = iou_matrix(boxes, gt.boxes)
+        overlaps = iou_matrix(boxes, gt.boxes) if len(gt.boxes) else np.zeros((len(faces), 1))
         best, nearest = overlaps.max(axis=1), overlaps.argmax(axis=1)
         matched_faces = set(nearest[best >= 0.5].tolist())
         for box, value, face in zip(boxes, best, nearest, strict=True):
-            if value < 0.5:
-                unmatched[(overlap_kind(float(value)), height_name(float(box[3])))] += 1
-                alone += overlap_kind(float(value)) == "0.3-0.5" and face not in matched_faces
+            if value >= 0.5:
+                continue
+            kind = overlap_kind(float(value))
+            unmatched[(kind, height_name(float(box[3])))] += 1
+            alone += kind == "0.3-0.5" and face not in matched_faces
     return tally, unmatched, alone
 
 
