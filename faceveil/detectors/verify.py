@@ -181,7 +181,7 @@ register(
     DetectorInfo(
         name="balanced",
         factory=balanced,
-        summary="preset: default, with faces >= 32 px kept only when YuNet confirms them on a crop "
+        summary="default, with faces >= 32 px kept only when YuNet confirms them on a crop "
         "(fewer animal faces hidden; for training data)",
         weights="as default (YuNet also as the checker)",
         licence=_DEFAULT.licence,
