@@ -1,5 +1,5 @@
 """The detectors the benchmark scripts measure: every offline one (cloud detectors would send the
-photos away), and the presets; and the options the one-detector benchmarks share."""
+photos away), and the presets; the options the one-detector benchmarks share; ImageNet's animal classes."""
 
 import argparse
 from pathlib import Path
@@ -8,6 +8,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 OFFLINE = ("haar", "ssd", "dlib-hog", "dlib-cnn", "mtcnn", "retinaface", "blazeface", "yunet", "centerface")
 PRESETS = ("default", "balanced", "thorough")
+ANIMAL_CLASSES = 398
+"""ImageNet-1k class indices below this are animals (imagenet-sample's labels.csv ``class_index``)."""
 
 
 def benchmark_parser(doc: str) -> argparse.ArgumentParser:

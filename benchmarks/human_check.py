@@ -28,7 +28,7 @@ from collections import defaultdict
 
 import cv2
 import numpy as np
-from catalogue import benchmark_parser
+from catalogue import ANIMAL_CLASSES, benchmark_parser
 
 from faceveil import detectors
 from faceveil.detectors._common import weights_path
@@ -41,7 +41,6 @@ from faceveil.types import Face
 
 FACE_SETS = ("wider-val-parade", "facemask-voc", "dlib-faces-coco")
 MIN_HEIGHT = 32.0
-ANIMAL_CLASSES = 398
 MESH_SIDE, MESH_SCALE, MESH_KEEP = 192, 1.5, 0.1
 YUNET_KEEP = 0.6
 HEIGHTS = ((32, 48), (48, 64), (64, 96), (96, float("inf")))
